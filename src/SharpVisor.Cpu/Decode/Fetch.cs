@@ -1,0 +1,182 @@
+using Iced.Intel;
+using SharpVisor.Core.Vcpu;
+using SharpVisor.Cpu.Decode;
+using SharpVisor.Cpu.State;
+
+namespace SharpVisor.Cpu;
+
+/// <summary>Instruction fetch: CS checks, the execute TLB, and the direct-mapped decoded-block cache.</summary>
+public sealed unsafe partial class SoftwareVcpu
+{
+    private const int BlockCacheBits = 14;
+    private const int MaxBlockInstructions = 64;
+    private readonly Block?[] _blockCache = new Block?[1 << BlockCacheBits];
+    private readonly PointerCodeReader _codeReader = new();
+    private readonly ArrayCodeReader _crossReader = new();
+    private readonly byte[] _crossBytes = new byte[32];
+    private Decoder? _dec16, _dec32, _dec64;
+    private readonly List<Instruction> _decodeScratch = new(MaxBlockInstructions);
+    internal long _blocksDecoded;
+    /// <summary>Set by instructions after which the rest of the block must not run as decoded.</summary>
+    internal bool _endBlock;
+    /// <summary>Single-step, or execute breakpoints armed: blocks of one instruction, checked individually.</summary>
+    internal bool _singleInstructionBlocks;
+
+    private Decoder DecoderFor(int bits, CodeReader reader)
+    {
+        // Decoders are bound to a reader; the two readers each get their own set.
+        if (reader == _codeReader)
+        {
+            return bits switch
+            {
+                64 => _dec64 ??= Decoder.Create(64, reader),
+                32 => _dec32 ??= Decoder.Create(32, reader),
+                _ => _dec16 ??= Decoder.Create(16, reader),
+            };
+        }
+        return Decoder.Create(bits, reader);
+    }
+
+    /// <summary>Finds or decodes the block at CS:RIP.</summary>
+    private Status FetchBlock(out Block? block)
+    {
+        block = null;
+        ulong rip = _rip;
+        ulong lin;
+        ref var cs = ref _seg[Seg.CS];
+        if (_mode64)
+        {
+            lin = rip;
+            if (!IsCanonical(lin)) return GP(0);
+        }
+        else
+        {
+            if (rip > cs.Limit) return GP(0);
+            lin = (cs.Base + rip) & 0xFFFF_FFFF;
+        }
+
+        ulong cls = _tlbClass == ClassSupervisorAc ? ClassSupervisor : _tlbClass;
+        ref var e = ref _tlbExec[(int)((lin >> 12) & (TlbSize - 1))];
+        byte* host;
+        ulong phys;
+        if (e.Tag == ((lin & PageMask) | cls))
+        {
+            host = (byte*)(e.Addend + (nint)lin);
+            phys = e.PhysPage | (lin & 0xFFF);
+        }
+        else
+        {
+            var st = TranslateSlow(lin, Access.Execute, cls, out host, out phys);
+            if (st != Status.Ok) return st;
+            if (host == null)
+            {
+                Unsupported($"instruction fetch from MMIO address {phys:x}");
+                return Status.Exit;
+            }
+        }
+
+        int idx = (int)(((phys >> 2) ^ (phys >> (2 + BlockCacheBits))) & ((1 << BlockCacheBits) - 1));
+        var b = _blockCache[idx];
+        if (b != null && b.Phys == phys && b.Rip == rip && b.Bits == _codeBits && b.Generation == PageGeneration(phys)
+            && (!_singleInstructionBlocks || b.Instructions.Length == 1))
+        {
+            block = b;
+            return Status.Ok;
+        }
+        return DecodeBlock(rip, lin, phys, host, idx, out block);
+    }
+
+    private Status DecodeBlock(ulong rip, ulong lin, ulong phys, byte* host, int cacheIndex, out Block? block)
+    {
+        block = null;
+        int bits = _codeBits;
+        ulong ipMask = bits == 64 ? ulong.MaxValue : bits == 32 ? 0xFFFF_FFFFUL : 0xFFFF;
+        int pageLeft = 0x1000 - (int)(lin & 0xFFF);
+        // In 16/32-bit code the CS limit also ends what may be fetched.
+        ulong limitLeft = bits == 64 ? ulong.MaxValue : _seg[Seg.CS].Limit - rip + 1;
+        int avail = (int)Math.Min((ulong)pageLeft, limitLeft);
+
+        _codeReader.Reset(host, avail);
+        var dec = DecoderFor(bits, _codeReader);
+        dec.IP = rip;
+        _decodeScratch.Clear();
+        int max = _singleInstructionBlocks ? 1 : MaxBlockInstructions;
+        int consumed = 0;
+        bool cacheable = true;
+        while (_decodeScratch.Count < max)
+        {
+            dec.Decode(out var ins);
+            if (dec.LastError == DecoderError.NoMoreBytes)
+            {
+                if (_decodeScratch.Count > 0) break; // the straddling instruction starts the next block
+                var st = DecodeStraddling(rip, lin, bits, avail, ref ins);
+                if (st != Status.Ok) return st;
+                cacheable = false;
+                _decodeScratch.Add(ins);
+                break;
+            }
+            _decodeScratch.Add(ins);
+            consumed += ins.Length;
+            if (ins.FlowControl != FlowControl.Next || ins.Code == Code.INVALID) break;
+            if (EndsBlock(ins.Code)) break;
+            if (consumed >= avail) break;
+        }
+        _blocksDecoded++;
+        var b = new Block
+        {
+            Phys = phys, Rip = rip, Bits = bits, IpMask = ipMask,
+            Generation = PageGeneration(phys),
+            Instructions = _decodeScratch.ToArray(),
+        };
+        if (cacheable)
+        {
+            MarkCodePage(phys);
+            b.Generation = PageGeneration(phys);
+            _blockCache[cacheIndex] = b;
+        }
+        block = b;
+        return Status.Ok;
+    }
+
+    /// <summary>An instruction crossing a page (or the CS limit): gather its bytes through both translations.</summary>
+    private Status DecodeStraddling(ulong rip, ulong lin, int bits, int avail, ref Instruction ins)
+    {
+        int n = 0;
+        ulong cls = _tlbClass == ClassSupervisorAc ? ClassSupervisor : _tlbClass;
+        for (; n < 15; n++)
+        {
+            ulong a = Wrap(lin + (ulong)n);
+            if (bits != 64 && rip + (ulong)n > _seg[Seg.CS].Limit) break;
+            var st = ReadLinearSlow(a, 1, cls, Access.Execute, out ulong v);
+            if (st == Status.NeedInput) { Unsupported("instruction fetch from MMIO"); return Status.Exit; }
+            if (st != Status.Ok)
+            {
+                if (n >= avail) { EndInstructionIo(); break; } // fault beyond what is needed is reported only if needed
+                return st;
+            }
+            _crossBytes[n] = (byte)v;
+        }
+        _crossReader.Reset(_crossBytes, n);
+        var dec = Decoder.Create(bits, _crossReader);
+        dec.IP = rip;
+        dec.Decode(out ins);
+        if (dec.LastError == DecoderError.NoMoreBytes)
+        {
+            // The bytes past the page or limit were needed but could not be fetched.
+            if (bits != 64 && rip + (ulong)n > _seg[Seg.CS].Limit) return GP(0);
+            ulong next = Wrap(lin + (ulong)n);
+            return TranslateSlow(next, Access.Execute, cls, out _, out _) is var s && s != Status.Ok ? s : GP(0);
+        }
+        return Status.Ok;
+    }
+
+    /// <summary>Instructions after which fetch assumptions (paging, mode, code) may have changed.</summary>
+    private static bool EndsBlock(Code c) => c switch
+    {
+        Code.Mov_cr_r32 or Code.Mov_cr_r64 or Code.Wrmsr or Code.Lmsw_rm16 or Code.Invlpg_m or Code.Hlt
+            or Code.Sti or Code.Popfw or Code.Popfd or Code.Popfq or Code.Mov_Sreg_rm16 or Code.Mov_Sreg_r32m16
+            or Code.Mov_Sreg_r64m16 or Code.Popw_SS or Code.Popd_SS or Code.Cli or Code.Lgdt_m1632 or Code.Lgdt_m1664
+            or Code.Lidt_m1632 or Code.Lidt_m1664 or Code.Ltr_rm16 or Code.Ltr_r32m16 or Code.Ltr_r64m16 => true,
+        _ => false,
+    };
+}

@@ -1,0 +1,185 @@
+using System.Runtime.CompilerServices;
+using Iced.Intel;
+using SharpVisor.Core.Vcpu;
+using SharpVisor.Cpu.Decode;
+using SharpVisor.Cpu.State;
+
+namespace SharpVisor.Cpu;
+
+/// <summary>The interpreter's block loop: runs decoded instructions and turns statuses into events.</summary>
+public sealed unsafe partial class SoftwareVcpu
+{
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private Status ExecuteBlock()
+    {
+        var st = FetchBlock(out Block? block);
+        if (st != Status.Ok)
+        {
+            EndInstructionIo();
+            return st == Status.Fault ? RaiseException() : st;
+        }
+        block!.Executions++;
+        var code = block.Instructions;
+        ulong ipMask = block.IpMask;
+        _endBlock = false;
+        bool tfAtStart = (_flags & Rflags.TF) != 0;
+        if (_singleInstructionBlocks && CheckExecuteBreakpoint(code[0].IP) is var bp && bp != Status.Ok)
+            return bp == Status.Fault ? RaiseException() : bp;
+        int k = 0;
+        for (; k < code.Length; k++)
+        {
+            ref Instruction ins = ref code[k];
+            bool shadow = _interruptShadow;
+            _rip = ins.NextIP & ipMask;
+            st = Execute(ref ins);
+            if (st != Status.Ok)
+            {
+                InstructionsRetired += k;
+                return FinishInstruction(ref ins, st);
+            }
+            EndInstructionIo();
+            if (shadow) _interruptShadow = false;
+            if (_endBlock)
+            {
+                k++;
+                if (_outputCount > 0)
+                {
+                    InstructionsRetired += k;
+                    return Status.Exit;
+                }
+                break;
+            }
+        }
+        InstructionsRetired += k;
+        if (_singleInstructionBlocks)
+        {
+            _pendingSingleStep = tfAtStart;
+            return AfterSingleStep();
+        }
+        return Status.Ok;
+    }
+
+    private Status FinishInstruction(ref Instruction ins, Status st)
+    {
+        switch (st)
+        {
+            case Status.Fault:
+                EndInstructionIo();
+                _rip = ins.IP;
+                return RaiseException();
+            case Status.NeedInput:
+                _rip = ins.IP;
+                return Status.NeedInput;
+            default: // Exit: the instruction completed (or named what is unsupported) and leaves the engine
+                EndInstructionIo();
+                if (_unsupported != null)
+                {
+                    _rip = ins.IP;
+                    Exit.Message = $"unsupported {_unsupported} at {CsRip()}";
+                    _unsupported = null;
+                    return Status.Exit;
+                }
+                InstructionsRetired++;
+                return Status.Exit;
+        }
+    }
+
+    /// <summary>
+    /// Delivers the exception recorded by the last faulting step, applying the double-fault rules
+    /// (SDM Vol. 3A Table 6-5) and ending in a shutdown exit on a triple fault.
+    /// </summary>
+    internal Status RaiseException()
+    {
+        byte first = _excVector;
+        bool hasErr = _excHasError;
+        uint err = _excError;
+        var st = DeliverException(first, hasErr, err);
+        if (st != Status.Fault) return st;
+
+        byte second = _excVector;
+        if (first == Vector.DF)
+            return TripleFault($"exception {second} while delivering #DF");
+        bool df = (Vector.IsContributory(first) && Vector.IsContributory(second))
+            || (first == Vector.PF && (second == Vector.PF || Vector.IsContributory(second)));
+        if (df)
+        {
+            st = DeliverException(Vector.DF, true, 0);
+            if (st == Status.Fault) return TripleFault($"exception {_excVector} while delivering #DF (after {first}, then {second})");
+            return st;
+        }
+        // Benign combination: the second exception is delivered instead, serially.
+        hasErr = _excHasError; err = _excError;
+        st = DeliverException(second, hasErr, err);
+        if (st == Status.Fault)
+        {
+            byte third = _excVector;
+            if ((Vector.IsContributory(second) && Vector.IsContributory(third)) || (second == Vector.PF && (third == Vector.PF || Vector.IsContributory(third))))
+            {
+                st = DeliverException(Vector.DF, true, 0);
+                if (st == Status.Fault) return TripleFault($"exception {_excVector} while delivering #DF");
+                return st;
+            }
+            return TripleFault($"exception {third} while delivering {second} (after {first})");
+        }
+        return st;
+    }
+
+    private Status DeliverException(byte vector, bool hasErr, uint err)
+    {
+        if (vector < _exceptionCounts.Length) _exceptionCounts[vector]++;
+        if (vector == Vector.PF) _cr2 = _pendingCr2;
+        // Faults on the delivery path leave the vCPU's RIP at the faulting instruction.
+        return DeliverEvent(vector, hasErr, err, EventKind.Exception);
+    }
+
+    internal Status TripleFault(string why)
+    {
+        SetExit(ExitReason.Shutdown, $"triple fault at {CsRip()}: {why}");
+        return Status.Exit;
+    }
+
+    /// <summary>After a single-instruction block: single-step trap (TF) as #DB.</summary>
+    private Status AfterSingleStep()
+    {
+        RecomputeSingleStep();
+        if (_pendingSingleStep)
+        {
+            _pendingSingleStep = false;
+            _dr[6] |= 1UL << 14; // BS
+            return DeliverEvent(Vector.DB, false, 0, EventKind.Exception);
+        }
+        return Status.Ok;
+    }
+
+    /// <summary>Execute breakpoints (DR7 Ln/Gn with R/W = 00) match before the instruction runs (a fault).</summary>
+    private Status CheckExecuteBreakpoint(ulong rip)
+    {
+        ulong dr7 = _dr[7];
+        if ((dr7 & 0xFF) == 0 || (_flags & Rflags.RF) != 0)
+        {
+            _flags &= ~Rflags.RF;
+            return Status.Ok;
+        }
+        ulong lin = _mode64 ? rip : (_seg[Seg.CS].Base + rip) & 0xFFFF_FFFF;
+        for (int n = 0; n < 4; n++)
+        {
+            if (((dr7 >> (n * 2)) & 3) == 0) continue;
+            if (((dr7 >> (16 + n * 4)) & 3) != 0) continue; // data breakpoints: not yet implemented
+            if (_dr[n] == lin)
+            {
+                _dr[6] = (_dr[6] & ~0xFUL) | (1UL << n);
+                _excVector = Vector.DB; _excHasError = false;
+                return Status.Fault;
+            }
+        }
+        return Status.Ok;
+    }
+
+    /// <summary>TF was set when the instruction started: a #DB trap follows it.</summary>
+    internal bool _pendingSingleStep;
+
+    internal void RecomputeSingleStep()
+    {
+        _singleInstructionBlocks = (_flags & Rflags.TF) != 0 || (_dr[7] & 0xFF) != 0;
+    }
+}

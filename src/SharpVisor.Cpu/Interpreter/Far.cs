@@ -1,0 +1,322 @@
+using Iced.Intel;
+using SharpVisor.Core.Vcpu;
+using SharpVisor.Cpu.State;
+
+namespace SharpVisor.Cpu;
+
+/// <summary>
+/// Far JMP/CALL (direct, and through call gates with the stack switch and parameter copy),
+/// far RET and IRET, in real, protected and long mode (SDM Vol. 2 JMP/CALL/RET/IRET, Vol. 3A §5.8).
+/// Not yet: transfers to a TSS or task gate (hardware task switch) and virtual-8086 mode: both stop
+/// the VM with a message.
+/// </summary>
+public sealed unsafe partial class SoftwareVcpu
+{
+    internal Status FarTransfer(ushort sel, ulong offset, int opSize, bool call)
+    {
+        _endBlock = true;
+        if (!_protected || (_flags & Rflags.VM) != 0)
+        {
+            if (call)
+            {
+                ulong sp = _gpr[Gpr.Rsp];
+                var st = PushTo(ref sp, opSize, _seg[Seg.CS].Selector);
+                if (st != Status.Ok) return st;
+                st = PushTo(ref sp, opSize, _rip);
+                if (st != Status.Ok) return st;
+                SetSp(sp);
+            }
+            ref var cs = ref _seg[Seg.CS];
+            cs.Selector = sel;
+            cs.Base = (ulong)sel << 4;
+            _rip = offset & IpMaskForOpSize(opSize);
+            UpdateMode();
+            return Status.Ok;
+        }
+
+        if ((sel & 0xFFFC) == 0) return GP(0);
+        var s = ReadDescriptor(sel, out ulong raw, out ulong addr);
+        if (s != Status.Ok) return s;
+        var d = FromDescriptor(sel, raw);
+        uint err = (uint)(sel & 0xFFFC);
+        int rpl = sel & 3;
+        if (d.IsCodeOrData)
+        {
+            if ((d.Type & 8) == 0) return GP(err);
+            bool conforming = (d.Type & 4) != 0;
+            if (conforming ? d.Dpl > _cpl : (rpl > _cpl || d.Dpl != _cpl)) return GP(err);
+            if (!d.Present) return Fault(Vector.NP, err);
+            bool target64 = _longMode && d.Long;
+            if (!target64 && offset > d.Limit) return GP(0);
+            if (target64 && !IsCanonical(offset)) return GP(0);
+            if (call)
+            {
+                ulong sp = _gpr[Gpr.Rsp];
+                var st = PushTo(ref sp, opSize, _seg[Seg.CS].Selector);
+                if (st != Status.Ok) return st;
+                st = PushTo(ref sp, opSize, _rip);
+                if (st != Status.Ok) return st;
+                SetSp(sp);
+            }
+            SetAccessed(addr, raw);
+            d.Attributes |= 1;
+            CommitCs(d, _cpl);
+            _rip = target64 ? offset : offset & IpMaskForOpSize(opSize);
+            return Status.Ok;
+        }
+
+        // System descriptor: call gate, task gate or TSS.
+        int type = d.Type;
+        if (type is 1 or 9 or 5) return Unsupported("far transfer to a TSS or task gate (hardware task switch)");
+        bool gate64 = _longMode;
+        if (!(type == 4 && !gate64) && type != 12) return GP(err);
+        if (d.Dpl < _cpl || d.Dpl < rpl) return GP(err);
+        if (!d.Present) return Fault(Vector.NP, err);
+        ushort targetSel = (ushort)(raw >> 16);
+        ulong targetOff = type == 4 ? raw & 0xFFFF : (raw & 0xFFFF) | ((raw >> 32) & 0xFFFF_0000);
+        int paramCount = (int)((raw >> 32) & 0x1F);
+        int gateSize = type == 4 ? 2 : 4;
+        if (gate64)
+        {
+            var st2 = ReadSystem(addr + 8, 8, out ulong hi);
+            if (st2 != Status.Ok) return st2;
+            if (((hi >> 40) & 0x1F) != 0) return GP(err);
+            targetOff |= hi << 32;
+            gateSize = 8;
+            paramCount = 0;
+        }
+        if ((targetSel & 0xFFFC) == 0) return GP(0);
+        s = ReadDescriptor(targetSel, out ulong traw, out ulong taddr);
+        if (s != Status.Ok) return s;
+        var t = FromDescriptor(targetSel, traw);
+        uint terr = (uint)(targetSel & 0xFFFC);
+        if (!t.IsCodeOrData || (t.Type & 8) == 0 || t.Dpl > _cpl) return GP(terr);
+        if (gate64 && (!t.Long || t.DefaultBig)) return GP(terr);
+        if (!t.Present) return Fault(Vector.NP, terr);
+        bool tConforming = (t.Type & 4) != 0;
+        if (!call && !tConforming && t.Dpl != _cpl) return GP(terr);
+        if (gate64 ? !IsCanonical(targetOff) : targetOff > t.Limit) return GP(0);
+
+        if (call && !tConforming && t.Dpl < _cpl)
+        {
+            int newCpl = t.Dpl;
+            ulong oldSs = _seg[Seg.SS].Selector, oldSp = _gpr[Gpr.Rsp];
+            if (gate64)
+            {
+                var st3 = ReadTss64(4 + (ulong)newCpl * 8, out ulong rsp);
+                if (st3 != Status.Ok) return st3;
+                ulong sp = rsp;
+                st3 = PushLinear(ref sp, ClassSupervisor, oldSs); if (st3 != Status.Ok) return st3;
+                st3 = PushLinear(ref sp, ClassSupervisor, oldSp); if (st3 != Status.Ok) return st3;
+                st3 = PushLinear(ref sp, ClassSupervisor, _seg[Seg.CS].Selector); if (st3 != Status.Ok) return st3;
+                st3 = PushLinear(ref sp, ClassSupervisor, _rip); if (st3 != Status.Ok) return st3;
+                ref var ss = ref _seg[Seg.SS];
+                ss.Selector = (ushort)newCpl; ss.Base = 0; ss.Limit = 0;
+                ss.Attributes = SegmentRegister.AttrUnusable | (uint)(newCpl << 5);
+                _gpr[Gpr.Rsp] = sp;
+            }
+            else
+            {
+                var st3 = ReadTssStack(newCpl, out ushort newSs, out ulong newSp);
+                if (st3 != Status.Ok) return st3;
+                st3 = CheckStackSegment(newSs, newCpl, out var ssDesc, out ulong ssAddr, out ulong ssRaw);
+                if (st3 != Status.Ok) return st3;
+                // Parameters are copied from the old stack to the new one.
+                Span<ulong> prm = stackalloc ulong[32];
+                for (int k = 0; k < paramCount; k++)
+                {
+                    st3 = Read(Seg.SS, (oldSp + (ulong)(k * gateSize)) & SizeMask(StackAddrSize), gateSize, out prm[k]);
+                    if (st3 != Status.Ok) return st3;
+                }
+                ulong sp = newSp;
+                st3 = PushOn(ssDesc, ref sp, gateSize, oldSs); if (st3 != Status.Ok) return st3;
+                st3 = PushOn(ssDesc, ref sp, gateSize, oldSp); if (st3 != Status.Ok) return st3;
+                for (int k = paramCount - 1; k >= 0; k--) { st3 = PushOn(ssDesc, ref sp, gateSize, prm[k]); if (st3 != Status.Ok) return st3; }
+                st3 = PushOn(ssDesc, ref sp, gateSize, _seg[Seg.CS].Selector); if (st3 != Status.Ok) return st3;
+                st3 = PushOn(ssDesc, ref sp, gateSize, _rip); if (st3 != Status.Ok) return st3;
+                SetAccessed(ssAddr, ssRaw);
+                ssDesc.Attributes |= 1;
+                _seg[Seg.SS] = ssDesc;
+                _gpr[Gpr.Rsp] = ssDesc.DefaultBig ? sp & 0xFFFF_FFFF : (_gpr[Gpr.Rsp] & ~0xFFFFUL) | (sp & 0xFFFF);
+            }
+            SetAccessed(taddr, traw);
+            t.Attributes |= 1;
+            CommitCs(t, newCpl);
+            _rip = targetOff;
+            return Status.Ok;
+        }
+
+        if (call)
+        {
+            ulong sp = _gpr[Gpr.Rsp];
+            var st4 = PushTo(ref sp, gateSize, _seg[Seg.CS].Selector);
+            if (st4 != Status.Ok) return st4;
+            st4 = PushTo(ref sp, gateSize, _rip);
+            if (st4 != Status.Ok) return st4;
+            SetSp(sp);
+        }
+        SetAccessed(taddr, traw);
+        t.Attributes |= 1;
+        CommitCs(t, _cpl);
+        _rip = targetOff;
+        return Status.Ok;
+    }
+
+    private Status RetFar(ref Instruction i)
+    {
+        _endBlock = true;
+        int size = StackOpSize(ref i);
+        ulong imm = i.OpCount == 1 ? i.Immediate16 : 0UL;
+        ulong sp = _gpr[Gpr.Rsp];
+        var st = PopFrom(ref sp, size, out ulong ip);
+        if (st != Status.Ok) return st;
+        st = PopFrom(ref sp, size, out ulong csv);
+        if (st != Status.Ok) return st;
+        ushort sel = (ushort)csv;
+        if (!_protected || (_flags & Rflags.VM) != 0)
+        {
+            ref var cs = ref _seg[Seg.CS];
+            cs.Selector = sel;
+            cs.Base = (ulong)sel << 4;
+            _rip = ip & IpMaskForOpSize(size);
+            SetSp(sp + imm);
+            UpdateMode();
+            return Status.Ok;
+        }
+        st = CheckCodeDescriptor(sel, out var d, out ulong addr, out ulong raw);
+        if (st != Status.Ok) return st;
+        int rpl = sel & 3;
+        uint err = (uint)(sel & 0xFFFC);
+        if (rpl < _cpl) return GP(err);
+        bool conforming = (d.Type & 4) != 0;
+        if (conforming ? d.Dpl > rpl : d.Dpl != rpl) return GP(err);
+        if (!d.Present) return Fault(Vector.NP, err);
+        bool target64 = _longMode && d.Long;
+        if (target64 ? !IsCanonical(ip) : ip > d.Limit) return GP(0);
+        sp += imm;
+        if (rpl > _cpl)
+        {
+            // Return to an outer privilege level: SS:ESP follow on the stack.
+            st = PopFrom(ref sp, size, out ulong newSp);
+            if (st != Status.Ok) return st;
+            st = PopFrom(ref sp, size, out ulong ssv);
+            if (st != Status.Ok) return st;
+            st = LoadOuterStack((ushort)ssv, rpl, target64);
+            if (st != Status.Ok) return st;
+            SetAccessed(addr, raw);
+            d.Attributes |= 1;
+            CommitCs(d, rpl);
+            _rip = target64 ? ip : ip & IpMaskForOpSize(size);
+            SetSp(newSp + imm);
+            ValidateSegmentsAfterPrivilegeDrop();
+            return Status.Ok;
+        }
+        SetAccessed(addr, raw);
+        d.Attributes |= 1;
+        CommitCs(d, _cpl);
+        _rip = target64 ? ip : ip & IpMaskForOpSize(size);
+        SetSp(sp);
+        return Status.Ok;
+    }
+
+    /// <summary>Loads SS for a return to privilege level <paramref name="rpl"/> (RET/IRET).</summary>
+    private Status LoadOuterStack(ushort sel, int rpl, bool target64)
+    {
+        if ((sel & 0xFFFC) == 0)
+        {
+            // A null SS is allowed when returning to 64-bit code at CPL < 3.
+            if (!(target64 && rpl != 3 && (sel & 3) == rpl)) return GP(0);
+            ref var n = ref _seg[Seg.SS];
+            n.Selector = sel; n.Base = 0; n.Limit = 0;
+            n.Attributes = SegmentRegister.AttrUnusable | (uint)(rpl << 5);
+            return Status.Ok;
+        }
+        var st = ReadDescriptor(sel, out ulong raw, out ulong addr);
+        if (st != Status.Ok) return st;
+        var d = FromDescriptor(sel, raw);
+        uint err = (uint)(sel & 0xFFFC);
+        if ((sel & 3) != rpl || !d.IsCodeOrData || (d.Type & 8) != 0 || (d.Type & 2) == 0 || d.Dpl != rpl) return GP(err);
+        if (!d.Present) return Fault(Vector.SS, err);
+        SetAccessed(addr, raw);
+        d.Attributes |= 1;
+        _seg[Seg.SS] = d;
+        return Status.Ok;
+    }
+
+    private Status Iret(ref Instruction i)
+    {
+        _endBlock = true;
+        int size = i.Mnemonic switch { Mnemonic.Iretq => 8, Mnemonic.Iretd => 4, _ => 2 };
+        ulong sp = _gpr[Gpr.Rsp];
+        if (!_protected)
+        {
+            var st0 = PopFrom(ref sp, size, out ulong ip0); if (st0 != Status.Ok) return st0;
+            st0 = PopFrom(ref sp, size, out ulong cs0); if (st0 != Status.Ok) return st0;
+            st0 = PopFrom(ref sp, size, out ulong fl0); if (st0 != Status.Ok) return st0;
+            if (ip0 > _seg[Seg.CS].Limit && size == 2 && false) return GP(0);
+            SetSp(sp);
+            ref var cs = ref _seg[Seg.CS];
+            cs.Selector = (ushort)cs0;
+            cs.Base = (ulong)(ushort)cs0 << 4;
+            _rip = ip0 & IpMaskForOpSize(size);
+            ulong mask = size == 2 ? 0xFFFFUL : Rflags.Writable & ~(Rflags.VM | Rflags.VIF | Rflags.VIP);
+            SetRflagsRaw((GetRflags() & ~mask) | (fl0 & mask));
+            UpdateMode();
+            RecomputeSingleStep();
+            return Status.Ok;
+        }
+        if ((_flags & Rflags.VM) != 0) return Unsupported("IRET in virtual-8086 mode");
+        if ((_flags & Rflags.NT) != 0)
+        {
+            if (_longMode) return GP(0);
+            return Unsupported("IRET with NT set (task return)");
+        }
+        var st = PopFrom(ref sp, size, out ulong ip); if (st != Status.Ok) return st;
+        st = PopFrom(ref sp, size, out ulong csv); if (st != Status.Ok) return st;
+        st = PopFrom(ref sp, size, out ulong fl); if (st != Status.Ok) return st;
+        if (size == 2) fl = (GetRflags() & ~0xFFFFUL) | (fl & 0xFFFF);
+        if (!_longMode && (fl & Rflags.VM) != 0 && _cpl == 0) return Unsupported("IRET to virtual-8086 mode");
+        ushort sel = (ushort)csv;
+        st = CheckCodeDescriptor(sel, out var d, out ulong addr, out ulong raw);
+        if (st != Status.Ok) return st;
+        int rpl = sel & 3;
+        uint err = (uint)(sel & 0xFFFC);
+        if (rpl < _cpl) return GP(err);
+        bool conforming = (d.Type & 4) != 0;
+        if (conforming ? d.Dpl > rpl : d.Dpl != rpl) return GP(err);
+        if (!d.Present) return Fault(Vector.NP, err);
+        bool target64 = _longMode && d.Long;
+        if (target64 ? !IsCanonical(ip) : ip > d.Limit) return GP(0);
+        bool popStack = rpl > _cpl || _mode64;
+        ulong newSp = 0, ssv = 0;
+        if (popStack)
+        {
+            st = PopFrom(ref sp, size, out newSp); if (st != Status.Ok) return st;
+            st = PopFrom(ref sp, size, out ssv); if (st != Status.Ok) return st;
+            st = LoadOuterStack((ushort)ssv, rpl, target64);
+            if (st != Status.Ok) return st;
+        }
+        // Flag update rules: IOPL only at CPL 0, IF only when CPL <= IOPL (checked with the old CPL).
+        ulong changeable = Rflags.Arith | Rflags.TF | Rflags.DF | Rflags.NT | Rflags.RF | Rflags.AC | Rflags.ID;
+        if (_cpl == 0) changeable |= Rflags.IOPL | Rflags.VIF | Rflags.VIP;
+        if (_cpl <= Iopl) changeable |= Rflags.IF;
+        if (size == 2) changeable &= 0xFFFF;
+        ulong newFlags = (GetRflags() & ~changeable) | (fl & changeable);
+        int oldCpl = _cpl;
+        SetAccessed(addr, raw);
+        d.Attributes |= 1;
+        SetRflagsRaw(newFlags);
+        CommitCs(d, rpl);
+        _rip = target64 ? ip : ip & IpMaskForOpSize(size);
+        if (popStack)
+        {
+            if (_longMode) _gpr[Gpr.Rsp] = newSp; // IA-32e mode loads all 64 bits
+            else SetSp(newSp);
+        }
+        else SetSp(sp);
+        if (rpl > oldCpl) ValidateSegmentsAfterPrivilegeDrop();
+        _nmiBlocked = false;
+        RecomputeSingleStep();
+        return Status.Ok;
+    }
+}

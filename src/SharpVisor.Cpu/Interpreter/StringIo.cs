@@ -1,0 +1,178 @@
+using Iced.Intel;
+using SharpVisor.Core.Vcpu;
+using SharpVisor.Cpu.State;
+
+namespace SharpVisor.Cpu;
+
+/// <summary>String instructions with every REP form and address size, and port I/O with IOPL and the TSS I/O bitmap.</summary>
+public sealed unsafe partial class SoftwareVcpu
+{
+    /// <summary>Iterations of a REP string instruction before the engine looks at interrupts again.</summary>
+    private const int RepBudget = 4096;
+
+    private static int StringAddrSize(ref Instruction i)
+    {
+        for (int n = 0; n < i.OpCount; n++)
+        {
+            switch (i.GetOpKind(n))
+            {
+                case OpKind.MemorySegSI: case OpKind.MemoryESDI: return 2;
+                case OpKind.MemorySegESI: case OpKind.MemoryESEDI: return 4;
+                case OpKind.MemorySegRSI: case OpKind.MemoryESRDI: return 8;
+            }
+        }
+        return 4;
+    }
+
+    private void AdvanceIndex(int reg, int asz, long delta)
+    {
+        ulong v = _gpr[reg] + (ulong)delta;
+        _gpr[reg] = asz == 2 ? (_gpr[reg] & ~0xFFFFUL) | (v & 0xFFFF) : asz == 4 ? v & 0xFFFF_FFFF : v;
+    }
+
+    private Status StringOp(ref Instruction i, Mnemonic m)
+    {
+        int size = m switch
+        {
+            Mnemonic.Movsb or Mnemonic.Stosb or Mnemonic.Lodsb or Mnemonic.Cmpsb or Mnemonic.Scasb or Mnemonic.Insb or Mnemonic.Outsb => 1,
+            Mnemonic.Movsw or Mnemonic.Stosw or Mnemonic.Lodsw or Mnemonic.Cmpsw or Mnemonic.Scasw or Mnemonic.Insw or Mnemonic.Outsw => 2,
+            Mnemonic.Movsq or Mnemonic.Stosq or Mnemonic.Lodsq or Mnemonic.Cmpsq or Mnemonic.Scasq => 8,
+            _ => 4,
+        };
+        int asz = StringAddrSize(ref i);
+        ulong amask = SizeMask(asz);
+        bool rep = i.HasRepPrefix || i.HasRepePrefix || i.HasRepnePrefix;
+        bool cmp = m is Mnemonic.Cmpsb or Mnemonic.Cmpsw or Mnemonic.Cmpsd or Mnemonic.Cmpsq or Mnemonic.Scasb or Mnemonic.Scasw or Mnemonic.Scasd or Mnemonic.Scasq;
+        long delta = (_flags & Rflags.DF) != 0 ? -size : size;
+        int srcSeg = MemSeg(ref i);
+
+        if (m is Mnemonic.Insb or Mnemonic.Insw or Mnemonic.Insd or Mnemonic.Outsb or Mnemonic.Outsw or Mnemonic.Outsd)
+        {
+            var pst = CheckIoPermission((ushort)_gpr[Gpr.Rdx], size);
+            if (pst != Status.Ok) return pst;
+        }
+
+        for (int n = 0; ; n++)
+        {
+            if (rep && (_gpr[Gpr.Rcx] & amask) == 0) return Status.Ok;
+            if (n == RepBudget || (n > 0 && _outputCount > 0))
+            {
+                // Let interrupts and exits in; the instruction resumes where it stopped.
+                _rip = i.IP;
+                _endBlock = true;
+                return Status.Ok;
+            }
+            ulong si = _gpr[Gpr.Rsi] & amask, di = _gpr[Gpr.Rdi] & amask;
+            Status st;
+            switch (m)
+            {
+                case Mnemonic.Movsb: case Mnemonic.Movsw: case Mnemonic.Movsd: case Mnemonic.Movsq:
+                {
+                    st = Read(srcSeg, si, size, out ulong v); if (st != Status.Ok) return st;
+                    st = Write(Seg.ES, di, size, v); if (st != Status.Ok) return st;
+                    AdvanceIndex(Gpr.Rsi, asz, delta); AdvanceIndex(Gpr.Rdi, asz, delta);
+                    break;
+                }
+                case Mnemonic.Stosb: case Mnemonic.Stosw: case Mnemonic.Stosd: case Mnemonic.Stosq:
+                    st = Write(Seg.ES, di, size, _gpr[0] & SizeMask(size)); if (st != Status.Ok) return st;
+                    AdvanceIndex(Gpr.Rdi, asz, delta);
+                    break;
+                case Mnemonic.Lodsb: case Mnemonic.Lodsw: case Mnemonic.Lodsd: case Mnemonic.Lodsq:
+                {
+                    st = Read(srcSeg, si, size, out ulong v); if (st != Status.Ok) return st;
+                    SetReg(size switch { 1 => Register.AL, 2 => Register.AX, 4 => Register.EAX, _ => Register.RAX }, v);
+                    AdvanceIndex(Gpr.Rsi, asz, delta);
+                    break;
+                }
+                case Mnemonic.Cmpsb: case Mnemonic.Cmpsw: case Mnemonic.Cmpsd: case Mnemonic.Cmpsq:
+                {
+                    st = Read(srcSeg, si, size, out ulong a); if (st != Status.Ok) return st;
+                    st = Read(Seg.ES, di, size, out ulong b); if (st != Status.Ok) return st;
+                    SetFlags(FlagOp.Sub, size, a, b, (a - b) & SizeMask(size));
+                    AdvanceIndex(Gpr.Rsi, asz, delta); AdvanceIndex(Gpr.Rdi, asz, delta);
+                    break;
+                }
+                case Mnemonic.Scasb: case Mnemonic.Scasw: case Mnemonic.Scasd: case Mnemonic.Scasq:
+                {
+                    st = Read(Seg.ES, di, size, out ulong b); if (st != Status.Ok) return st;
+                    ulong a = _gpr[0] & SizeMask(size);
+                    SetFlags(FlagOp.Sub, size, a, b, (a - b) & SizeMask(size));
+                    AdvanceIndex(Gpr.Rdi, asz, delta);
+                    break;
+                }
+                case Mnemonic.Insb: case Mnemonic.Insw: case Mnemonic.Insd:
+                {
+                    // Probe the destination first: the port is read only when the store can complete.
+                    st = Linear(Seg.ES, di, size, Access.Write, out ulong lin); if (st != Status.Ok) return st;
+                    st = ProbeWrite(lin, size); if (st != Status.Ok) return st;
+                    if (!TryInput(ExitReason.IoIn, _gpr[Gpr.Rdx] & 0xFFFF, size, out ulong v)) return Status.NeedInput;
+                    st = WriteLinear(lin, size, v); if (st != Status.Ok) return st;
+                    AdvanceIndex(Gpr.Rdi, asz, delta);
+                    EndInstructionIo(); // each element is its own VMM round trip
+                    if (rep)
+                    {
+                        AdvanceCounter(asz);
+                        if ((_gpr[Gpr.Rcx] & amask) != 0) { _rip = i.IP; _endBlock = true; }
+                    }
+                    return Status.Ok;
+                }
+                default: // Outs
+                {
+                    st = Read(srcSeg, si, size, out ulong v); if (st != Status.Ok) return st;
+                    Output(ExitReason.IoOut, _gpr[Gpr.Rdx] & 0xFFFF, size, v);
+                    AdvanceIndex(Gpr.Rsi, asz, delta);
+                    break;
+                }
+            }
+            if (!rep) return Status.Ok;
+            AdvanceCounter(asz);
+            if (cmp)
+            {
+                bool zf = GetZf();
+                if (i.HasRepePrefix && !zf) return Status.Ok;
+                if (i.HasRepnePrefix && zf) return Status.Ok;
+            }
+        }
+    }
+
+    private void AdvanceCounter(int asz) => AdvanceIndex(Gpr.Rcx, asz, -1);
+
+    // ------------------------------------------------------------------ IN / OUT
+
+    /// <summary>IOPL and the TSS I/O permission bitmap (SDM Vol. 1 §19.5).</summary>
+    private Status CheckIoPermission(ushort port, int size)
+    {
+        if (!_protected || (_cpl <= Iopl && (_flags & Rflags.VM) == 0)) return Status.Ok;
+        // Only a 32-bit (or 64-bit) TSS has a bitmap.
+        if ((_tr.Type & 0x9) != 0x9 || _tr.Limit < 0x67) return GP(0);
+        var st = ReadSystem(_tr.Base + 0x66, 2, out ulong mapBase);
+        if (st != Status.Ok) return st;
+        ulong byteOff = mapBase + (ulong)(port >> 3);
+        if (byteOff + 1 > _tr.Limit) return GP(0);
+        st = ReadSystem(_tr.Base + byteOff, 2, out ulong bits);
+        if (st != Status.Ok) return st;
+        ulong need = ((1UL << size) - 1) << (port & 7);
+        return (bits & need) != 0 ? GP(0) : Status.Ok;
+    }
+
+    private Status In(ref Instruction i)
+    {
+        int size = RegSize(i.Op0Register);
+        ushort port = i.Op1Kind == OpKind.Register ? (ushort)_gpr[Gpr.Rdx] : (ushort)i.Immediate8;
+        var st = CheckIoPermission(port, size);
+        if (st != Status.Ok) return st;
+        if (!TryInput(ExitReason.IoIn, port, size, out ulong v)) return Status.NeedInput;
+        SetReg(i.Op0Register, v);
+        return Status.Ok;
+    }
+
+    private Status Out(ref Instruction i)
+    {
+        int size = RegSize(i.Op1Register);
+        ushort port = i.Op0Kind == OpKind.Register ? (ushort)_gpr[Gpr.Rdx] : (ushort)i.Immediate8;
+        var st = CheckIoPermission(port, size);
+        if (st != Status.Ok) return st;
+        Output(ExitReason.IoOut, port, size, GetReg(i.Op1Register));
+        return Status.Ok;
+    }
+}

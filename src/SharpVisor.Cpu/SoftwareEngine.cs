@@ -1,0 +1,32 @@
+using SharpVisor.Core.Memory;
+using SharpVisor.Core.Vcpu;
+
+namespace SharpVisor.Cpu;
+
+/// <summary>The software engine: vCPUs interpreted in C# over one guest memory.</summary>
+public sealed class SoftwareEngine(GuestMemory memory, CpuModel? model = null) : IEngine
+{
+    public string Name => "software";
+    public GuestMemory Memory { get; } = memory;
+    public CpuModel Model { get; } = model ?? CpuModel.Default;
+
+    /// <summary>
+    /// Called by a vCPU for MSRs that belong to platform devices (the local APIC base); the
+    /// machine installs it. Returns false when nobody handles the MSR.
+    /// </summary>
+    public IMsrHandler? PlatformMsrs { get; set; }
+
+    /// <summary>Number of vCPUs in the VM (CPUID leaf 1 and 0xB report it).</summary>
+    public int CpuCount { get; set; } = 1;
+
+    public IVcpu CreateVcpu(int index) => new SoftwareVcpu(this, index);
+
+    public void Dispose() { }
+}
+
+/// <summary>MSRs implemented outside the CPU (the machine forwards APIC base to the local APIC).</summary>
+public interface IMsrHandler
+{
+    bool TryRead(int vcpu, uint msr, out ulong value);
+    bool TryWrite(int vcpu, uint msr, ulong value);
+}

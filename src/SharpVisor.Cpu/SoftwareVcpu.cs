@@ -1,0 +1,328 @@
+using System.Runtime.CompilerServices;
+using SharpVisor.Core.Interrupts;
+using SharpVisor.Core.Memory;
+using SharpVisor.Core.Vcpu;
+using SharpVisor.Cpu.State;
+
+namespace SharpVisor.Cpu;
+
+/// <summary>Result of executing one instruction (or one step of a delivery) — faults travel as values.</summary>
+internal enum Status : byte
+{
+    Ok,
+    /// <summary>A guest exception is pending in <see cref="SoftwareVcpu._excVector"/>; RIP is rewound to the instruction.</summary>
+    Fault,
+    /// <summary>The instruction needs input from the VMM (IN, MMIO read): exit now and re-execute it on the next Run.</summary>
+    NeedInput,
+    /// <summary>The instruction completed and leaves the engine (HLT, shutdown, unsupported feature).</summary>
+    Exit,
+}
+
+/// <summary>
+/// One software vCPU: architectural state plus the interpreter. Split by concern into
+/// partial files: LazyFlags, Mmu, Memory, Decode, Execute*, Interrupts, Segments, System.
+/// </summary>
+public sealed unsafe partial class SoftwareVcpu : IVcpu
+{
+    private readonly SoftwareEngine _engine;
+    private readonly GuestMemory _memory;
+    private readonly CpuModel _model;
+
+    // ---- architectural state ----
+    internal readonly ulong[] _gpr = new ulong[16];
+    internal ulong _rip;
+    internal readonly SegmentRegister[] _seg = new SegmentRegister[6];
+    internal SegmentRegister _ldtr, _tr;
+    internal DescriptorTableRegister _gdtr, _idtr;
+    internal ulong _cr0, _cr2, _cr3, _cr4, _cr8, _efer;
+    internal readonly ulong[] _dr = new ulong[8];
+    internal ulong _tscOffset;
+    internal readonly Dictionary<uint, ulong> _msrs = new();
+
+    // ---- cached mode (recomputed by UpdateMode on CS/CR0/EFER changes) ----
+    internal int _cpl;
+    /// <summary>16, 32 or 64: the default operand size of the code segment.</summary>
+    internal int _codeBits = 16;
+    internal bool _longMode;      // EFER.LMA
+    internal bool _mode64;        // LMA and CS.L
+    internal bool _protected;     // CR0.PE
+    internal bool _paging;        // CR0.PG
+
+    // ---- interrupt/exception bookkeeping ----
+    internal byte _excVector;
+    internal uint _excError;
+    internal bool _excHasError;
+    internal bool _interruptShadow;   // STI / MOV SS: one instruction without interrupts
+    internal bool _nmiPending, _nmiBlocked;
+    internal bool _halted;
+    private volatile bool _kick;
+    private volatile bool _nmiRequest;
+
+    // ---- VMM I/O protocol (see Status.NeedInput) ----
+    private readonly ulong[] _inputs = new ulong[8];
+    private int _inputCount, _inputPos;
+    private bool _awaitingInput;
+    private readonly (ExitReason Reason, ulong Address, int Size, ulong Data)[] _outputs = new (ExitReason, ulong, int, ulong)[16];
+    private int _outputCount, _outputPos;
+
+    public int Index { get; }
+    public VcpuExit Exit { get; } = new();
+    public IInterruptSource? InterruptSource { get; set; }
+
+    /// <summary>Instructions executed (telemetry and the instruction-count clock).</summary>
+    public long InstructionsRetired { get; internal set; }
+    private readonly Dictionary<string, long> _stats = new();
+    internal readonly long[] _exceptionCounts = new long[256];
+    internal long _ringTransitions;
+
+    internal SoftwareVcpu(SoftwareEngine engine, int index)
+    {
+        _engine = engine;
+        _memory = engine.Memory;
+        _model = engine.Model;
+        Index = index;
+        InitMmu();
+        SetState(VcpuState.AfterReset());
+    }
+
+    public IReadOnlyDictionary<string, long> Statistics
+    {
+        get
+        {
+            _stats["instructions"] = InstructionsRetired;
+            _stats["ring-transitions"] = _ringTransitions;
+            _stats["blocks-decoded"] = _blocksDecoded;
+            _stats["tlb-misses"] = _tlbMisses;
+            for (int v = 0; v < 32; v++)
+                if (_exceptionCounts[v] != 0) _stats[$"exception-{v}"] = _exceptionCounts[v];
+            return _stats;
+        }
+    }
+
+    public void Kick() => _kick = true;
+    public void RequestNmi() { _nmiRequest = true; _kick = true; }
+
+    public void Dispose() { }
+
+    // ------------------------------------------------------------------ state in/out
+
+    public void GetState(VcpuState s)
+    {
+        Array.Copy(_gpr, s.Gpr, 16);
+        s.Rip = _rip;
+        s.Rflags = GetRflags();
+        s.Es = _seg[Seg.ES]; s.Cs = _seg[Seg.CS]; s.Ss = _seg[Seg.SS];
+        s.Ds = _seg[Seg.DS]; s.Fs = _seg[Seg.FS]; s.Gs = _seg[Seg.GS];
+        s.Ldtr = _ldtr; s.Tr = _tr; s.Gdtr = _gdtr; s.Idtr = _idtr;
+        s.Cr0 = _cr0; s.Cr2 = _cr2; s.Cr3 = _cr3; s.Cr4 = _cr4; s.Cr8 = _cr8; s.Efer = _efer;
+        s.Msrs.Clear();
+        foreach (var kv in _msrs) s.Msrs[kv.Key] = kv.Value;
+    }
+
+    public void SetState(VcpuState s)
+    {
+        Array.Copy(s.Gpr, _gpr, 16);
+        _rip = s.Rip;
+        SetRflagsRaw(s.Rflags);
+        _seg[Seg.ES] = s.Es; _seg[Seg.CS] = s.Cs; _seg[Seg.SS] = s.Ss;
+        _seg[Seg.DS] = s.Ds; _seg[Seg.FS] = s.Fs; _seg[Seg.GS] = s.Gs;
+        _ldtr = s.Ldtr; _tr = s.Tr; _gdtr = s.Gdtr; _idtr = s.Idtr;
+        _cr0 = s.Cr0 | Cr0.ET; _cr2 = s.Cr2; _cr3 = s.Cr3; _cr4 = s.Cr4; _cr8 = s.Cr8; _efer = s.Efer;
+        foreach (var kv in s.Msrs) _msrs[kv.Key] = kv.Value;
+        _halted = false;
+        _interruptShadow = false;
+        _inputCount = _inputPos = 0; _awaitingInput = false;
+        _outputCount = _outputPos = 0;
+        _cpl = (_cr0 & Cr0.PE) != 0 ? s.Ss.Dpl : 0;
+        UpdateMode();
+        FlushTlb(global: true);
+    }
+
+    internal void SetCpl(int cpl)
+    {
+        if (cpl != _cpl) _ringTransitions++;
+        _cpl = cpl;
+        UpdateTlbClass();
+    }
+
+    /// <summary>Recomputes CPL and code size after CS, CR0 or EFER change.</summary>
+    internal void UpdateMode()
+    {
+        _protected = (_cr0 & Cr0.PE) != 0;
+        _paging = (_cr0 & Cr0.PG) != 0;
+        _longMode = (_efer & Efer.LMA) != 0;
+        ref var cs = ref _seg[Seg.CS];
+        _mode64 = _longMode && cs.Long;
+        _codeBits = _mode64 ? 64 : cs.DefaultBig ? 32 : 16;
+        // CPL is its own state (it changes only through far transfers and events), except in
+        // real mode (0) and virtual-8086 mode (3).
+        if (!_protected) SetCpl(0);
+        else if ((_flags & Rflags.VM) != 0) SetCpl(3);
+        UpdateTlbClass();
+    }
+
+    // ------------------------------------------------------------------ the run loop
+
+    public ExitReason Run()
+    {
+        try
+        {
+            return RunCore();
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            // The one catch-all of the engine: a bug here must stop this VM cleanly, not the host.
+            return SetExit(ExitReason.InternalError, $"software engine failure at {CsRip()}: {e.GetType().Name}: {e.Message}");
+        }
+    }
+
+    private ExitReason RunCore()
+    {
+        // Complete the VMM side of the previous exit.
+        if (_awaitingInput)
+        {
+            _awaitingInput = false;
+            _inputs[_inputCount++] = Exit.Data;
+        }
+        if (_outputPos < _outputCount) return EmitOutput();
+        _outputCount = _outputPos = 0;
+
+        while (true)
+        {
+            if (_kick)
+            {
+                _kick = false;
+                if (_nmiRequest) { _nmiRequest = false; _nmiPending = true; }
+                else return SetExit(ExitReason.Interrupted, null);
+            }
+
+            // Interrupts are recognized at instruction boundaries.
+            if (!_interruptShadow)
+            {
+                if (_nmiPending && !_nmiBlocked)
+                {
+                    _nmiPending = false;
+                    _halted = false;
+                    _nmiBlocked = true;
+                    var st = DeliverEvent(Vector.NMI, false, 0, EventKind.External);
+                    if (st != Status.Ok) return FinishStatus(st);
+                }
+                else if ((_flags & Rflags.IF) != 0 && InterruptSource is { HasInterrupt: true } src)
+                {
+                    _halted = false;
+                    byte vector = src.Acknowledge();
+                    var st = DeliverEvent(vector, false, 0, EventKind.External);
+                    if (st != Status.Ok) return FinishStatus(st);
+                }
+            }
+            if (_halted) return SetExit(ExitReason.Halt, null);
+
+            var status = ExecuteBlock();
+            if (status != Status.Ok)
+            {
+                var r = FinishStatus(status);
+                if (r != ExitReason.None) return r;
+            }
+        }
+    }
+
+    /// <summary>Turns a non-Ok status into an exit (or None when the loop can go on).</summary>
+    private ExitReason FinishStatus(Status st)
+    {
+        switch (st)
+        {
+            case Status.NeedInput:
+                _awaitingInput = true;
+                _outputCount = _outputPos = 0; // outputs of the restarted instruction will be produced again
+                return Exit.Reason;
+            case Status.Exit:
+                if (_outputPos < _outputCount) return EmitOutput();
+                return Exit.Reason;
+            case Status.Fault:
+                // Delivery already failed into a triple fault if we are here with Exit set.
+                return Exit.Reason;
+            default:
+                if (_outputPos < _outputCount) return EmitOutput();
+                return ExitReason.None;
+        }
+    }
+
+    private ExitReason EmitOutput()
+    {
+        var o = _outputs[_outputPos++];
+        Exit.Reason = o.Reason; Exit.Address = o.Address; Exit.Size = o.Size; Exit.Data = o.Data; Exit.Message = null;
+        if (_outputPos == _outputCount) _outputCount = _outputPos = 0;
+        return o.Reason;
+    }
+
+    internal ExitReason SetExit(ExitReason reason, string? message)
+    {
+        Exit.Reason = reason; Exit.Message = message; Exit.Address = 0; Exit.Size = 0; Exit.Data = 0;
+        return reason;
+    }
+
+    /// <summary>Stops the VM: the named feature is not implemented (never a silent wrong result).</summary>
+    internal Status Unsupported(string what)
+    {
+        _unsupported = what;
+        SetExit(ExitReason.InternalError, $"unsupported {what} at {CsRip()}");
+        return Status.Exit;
+    }
+
+    /// <summary>Set by <see cref="Unsupported"/>: the instruction did not execute; RIP goes back to it.</summary>
+    private string? _unsupported;
+
+    internal string CsRip() => $"{_seg[Seg.CS].Selector:x4}:{(_mode64 ? _rip.ToString("x16") : _rip.ToString("x8"))}";
+
+    // ------------------------------------------------------------------ VMM I/O from instructions
+
+    /// <summary>Input from the VMM for the current instruction: replayed value, or an exit.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    internal bool TryInput(ExitReason reason, ulong address, int size, out ulong value)
+    {
+        if (_inputPos < _inputCount)
+        {
+            value = _inputs[_inputPos++];
+            return true;
+        }
+        Exit.Reason = reason; Exit.Address = address; Exit.Size = size; Exit.Data = 0; Exit.Message = null;
+        value = 0;
+        return false;
+    }
+
+    internal void Output(ExitReason reason, ulong address, int size, ulong data)
+    {
+        if (_outputCount == _outputs.Length)
+        {
+            // An instruction never produces this many; keep the latest rather than overflow.
+            _outputCount--;
+        }
+        _outputs[_outputCount++] = (reason, address, size, data);
+        _endBlock = true; // the block stops after this instruction so the exit goes out in order
+    }
+
+    internal bool HasPendingOutput => _outputCount > 0;
+
+    /// <summary>Called when an instruction completes or faults: its replayed inputs are used up.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void EndInstructionIo()
+    {
+        _inputCount = 0;
+        _inputPos = 0;
+    }
+
+    internal Status Fault(byte vector)
+    {
+        _excVector = vector; _excHasError = false; _excError = 0;
+        return Status.Fault;
+    }
+
+    internal Status Fault(byte vector, uint error)
+    {
+        _excVector = vector; _excHasError = true; _excError = error;
+        return Status.Fault;
+    }
+
+    internal Status GP(uint error = 0) => Fault(Vector.GP, error);
+    internal Status UD() => Fault(Vector.UD);
+}

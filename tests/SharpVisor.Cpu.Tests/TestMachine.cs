@@ -1,0 +1,74 @@
+using Iced.Intel;
+using SharpVisor.Core.Memory;
+using SharpVisor.Core.Vcpu;
+
+namespace SharpVisor.Cpu.Tests;
+
+/// <summary>
+/// A minimal harness: guest RAM, one software vCPU, a port-I/O recorder. Port 0xE9 collects
+/// bytes, port 0xF4 ends the run with a code; IN returns <see cref="InValue"/>.
+/// </summary>
+internal sealed class TestMachine : IDisposable
+{
+    public GuestMemory Memory { get; } = new();
+    public SoftwareEngine Engine { get; }
+    public IVcpu Cpu { get; }
+    public List<(ulong Port, int Size, ulong Data)> Outs { get; } = new();
+    public System.Text.StringBuilder Console { get; } = new();
+    public ulong InValue { get; set; } = 0x5A;
+    public int? ExitCode { get; private set; }
+
+    public TestMachine(ulong ramMiB = 16)
+    {
+        Memory.AddRegion(0, ramMiB << 20, "ram");
+        Engine = new SoftwareEngine(Memory);
+        Cpu = Engine.CreateVcpu(0);
+    }
+
+    public static byte[] Assemble(int bitness, ulong origin, Action<Assembler> body)
+    {
+        var a = new Assembler(bitness);
+        body(a);
+        using var ms = new MemoryStream();
+        a.Assemble(new StreamCodeWriter(ms), origin);
+        return ms.ToArray();
+    }
+
+    /// <summary>Runs until HLT with interrupts off, shutdown, the exit port, an error, or the step limit.</summary>
+    public ExitReason Run(int maxExits = 100_000)
+    {
+        for (int n = 0; n < maxExits; n++)
+        {
+            var r = Cpu.Run();
+            var e = Cpu.Exit;
+            switch (r)
+            {
+                case ExitReason.IoOut:
+                    Outs.Add((e.Address, e.Size, e.Data));
+                    if (e.Address == 0xE9) Console.Append((char)(byte)e.Data);
+                    if (e.Address == 0xF4) { ExitCode = (int)(((uint)e.Data << 1) | 1); return r; }
+                    break;
+                case ExitReason.IoIn:
+                    e.Data = InValue;
+                    break;
+                case ExitReason.MmioRead:
+                    e.Data = 0xFFFF_FFFF_FFFF_FFFF;
+                    break;
+                case ExitReason.MmioWrite:
+                    break;
+                default:
+                    return r;
+            }
+        }
+        throw new TimeoutException("guest did not finish");
+    }
+
+    public VcpuState State()
+    {
+        var s = new VcpuState();
+        Cpu.GetState(s);
+        return s;
+    }
+
+    public void Dispose() => Memory.Dispose();
+}
