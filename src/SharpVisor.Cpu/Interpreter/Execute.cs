@@ -252,9 +252,9 @@ public sealed unsafe partial class SoftwareVcpu
             case Mnemonic.Rdmsr: return Rdmsr();
             case Mnemonic.Wrmsr: return Wrmsr();
             case Mnemonic.Syscall: return Syscall();
-            case Mnemonic.Sysret: return Sysret(ref i);
+            case Mnemonic.Sysret: case Mnemonic.Sysretq: return Sysret(ref i);
             case Mnemonic.Sysenter: return Sysenter();
-            case Mnemonic.Sysexit: return Sysexit(ref i);
+            case Mnemonic.Sysexit: case Mnemonic.Sysexitq: return Sysexit(ref i);
             case Mnemonic.Stac: case Mnemonic.Clac:
                 if (_cpl != 0 || (_cr4 & Cr4.SMAP) == 0 && false) return UD();
                 if (_cpl != 0) return UD();

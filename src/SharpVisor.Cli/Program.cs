@@ -1,0 +1,210 @@
+using System.CommandLine;
+using System.Diagnostics;
+using SharpVisor.Core;
+using SharpVisor.Devices.Serial;
+using SharpVisor.Machine;
+
+namespace SharpVisor.Cli;
+
+/// <summary>
+/// The sharpvisor command line: arguments → <see cref="MachineConfig"/>, run, exit code.
+/// Accepts the everyday QEMU spellings (-kernel -initrd -append -m -smp -accel -nographic
+/// -serial stdio -no-reboot -device isa-debug-exit) beside its own long options.
+/// </summary>
+public static class Program
+{
+    public static int Main(string[] args)
+    {
+        try
+        {
+            return BuildRoot().Parse(args) is var parse && parse.Errors.Count > 0
+                ? UsageError(parse.Errors[0].Message)
+                : parse.Invoke();
+        }
+        catch (VmmException e)
+        {
+            Console.Error.WriteLine($"sharpvisor: {e.Message}");
+            return ExitCodes.UsageError;
+        }
+    }
+
+    private static int UsageError(string message)
+    {
+        Console.Error.WriteLine($"sharpvisor: {message} (see sharpvisor --help)");
+        return ExitCodes.UsageError;
+    }
+
+    private sealed class RunOptions
+    {
+        public readonly Option<string?> Kernel = new("--kernel", "-kernel") { Description = "Linux bzImage or Multiboot kernel to boot" };
+        public readonly Option<string?> Initrd = new("--initrd", "-initrd") { Description = "initial ramdisk" };
+        public readonly Option<string?> Append = new("--append", "-append") { Description = "kernel command line" };
+        public readonly Option<string[]> Module = new("--module") { Description = "Multiboot module (\"FILE args\"), repeatable", AllowMultipleArgumentsPerToken = false };
+        public readonly Option<string> Memory = new("--memory", "-m") { Description = "guest RAM, e.g. 512M or 2G (plain numbers are MiB)", DefaultValueFactory = _ => "512M" };
+        public readonly Option<int> Cpus = new("--cpus", "-smp") { Description = "number of vCPUs", DefaultValueFactory = _ => 1 };
+        public readonly Option<string> Engine = new("--engine") { Description = "software or kvm", DefaultValueFactory = _ => "software" };
+        public readonly Option<string?> Accel = new("-accel") { Description = "QEMU spelling of --engine: tcg or kvm" };
+        public readonly Option<bool> Stats = new("--stats") { Description = "print VMM telemetry when the VM ends" };
+        public readonly Option<bool> NoGraphic = new("-nographic") { Description = "accepted for QEMU compatibility (there is no display)" };
+        public readonly Option<bool> NoReboot = new("-no-reboot") { Description = "accepted: a guest reset ends the VM" };
+        public readonly Option<string?> Serial = new("-serial") { Description = "accepted: stdio (COM1 is the terminal)" };
+        public readonly Option<string?> Display = new("-display") { Description = "accepted: none" };
+        public readonly Option<string[]> Device = new("-device") { Description = "accepted: isa-debug-exit,iobase=0xf4,iosize=4 (present by default)" };
+
+        public void AddTo(Command c)
+        {
+            foreach (var o in new Option[] { Kernel, Initrd, Append, Module, Memory, Cpus, Engine, Accel, Stats, NoGraphic, NoReboot, Serial, Display, Device })
+                c.Options.Add(o);
+        }
+    }
+
+    private static RootCommand BuildRoot()
+    {
+        var root = new RootCommand("SharpVisor: an x86 virtual machine monitor (software engine or KVM)");
+        var rootOpts = new RunOptions();
+        rootOpts.AddTo(root);
+        root.SetAction(p => p.GetValue(rootOpts.Kernel) == null
+            ? UsageError("no command given: use 'sharpvisor run --kernel FILE' or 'sharpvisor demo'")
+            : RunCommand(p, rootOpts));
+
+        var run = new Command("run", "boot a kernel (Linux bzImage or Multiboot)");
+        var runOpts = new RunOptions();
+        runOpts.AddTo(run);
+        run.SetAction(p => RunCommand(p, runOpts));
+        root.Subcommands.Add(run);
+
+        var demo = new Command("demo", "boot the built-in demo guest: mode switches, rings, sensitive instructions, system calls, page faults");
+        var demoEngine = new Option<string>("--engine") { Description = "software or kvm", DefaultValueFactory = _ => "software" };
+        demo.Options.Add(demoEngine);
+        demo.SetAction(p => DemoCommand(p.GetValue(demoEngine)!));
+        root.Subcommands.Add(demo);
+        return root;
+    }
+
+    private static EngineKind ParseEngine(string? engine, string? accel)
+    {
+        string e = (accel ?? engine ?? "software").ToLowerInvariant();
+        return e switch
+        {
+            "software" or "tcg" => EngineKind.Software,
+            "kvm" => EngineKind.Kvm,
+            _ => throw new ConfigurationException($"unknown engine '{e}' (use software or kvm)"),
+        };
+    }
+
+    internal static ulong ParseMemory(string text)
+    {
+        string t = text.Trim().ToUpperInvariant();
+        ulong mult = 1UL << 20;
+        if (t.EndsWith("IB")) t = t[..^2];
+        else if (t.EndsWith('B')) t = t[..^1];
+        if (t.EndsWith('K')) { mult = 1UL << 10; t = t[..^1]; }
+        else if (t.EndsWith('M')) { mult = 1UL << 20; t = t[..^1]; }
+        else if (t.EndsWith('G')) { mult = 1UL << 30; t = t[..^1]; }
+        if (!ulong.TryParse(t, out ulong n) || n == 0 || n > (1UL << 44) / mult)
+            throw new ConfigurationException($"bad memory size '{text}' (use e.g. 512M or 2G)");
+        return n * mult;
+    }
+
+    private static int RunCommand(ParseResult p, RunOptions o)
+    {
+        foreach (var d in p.GetValue(o.Device) ?? [])
+            if (!d.StartsWith("isa-debug-exit", StringComparison.Ordinal) || !(d.Contains("iobase=0xf4") || !d.Contains("iobase")))
+                throw new ConfigurationException($"unsupported -device '{d}' (only isa-debug-exit,iobase=0xf4 is available)");
+        string? serial = p.GetValue(o.Serial);
+        if (serial != null && serial is not ("stdio" or "mon:stdio"))
+            throw new ConfigurationException($"unsupported -serial '{serial}' (COM1 is always the terminal: use stdio)");
+        var config = new MachineConfig
+        {
+            Engine = ParseEngine(p.GetValue(o.Engine), p.GetValue(o.Accel)),
+            MemoryBytes = ParseMemory(p.GetValue(o.Memory)!),
+            Cpus = p.GetValue(o.Cpus),
+            KernelPath = p.GetValue(o.Kernel) ?? throw new ConfigurationException("no kernel given (use --kernel FILE)"),
+            InitrdPath = p.GetValue(o.Initrd),
+            CommandLine = p.GetValue(o.Append) ?? "",
+        };
+        config.Modules.AddRange(p.GetValue(o.Module) ?? []);
+        return Boot(config, p.GetValue(o.Stats), interactive: true);
+    }
+
+    private static int DemoCommand(string engine)
+    {
+        using var s = typeof(Program).Assembly.GetManifestResourceStream("demo.bin")
+            ?? throw new VmmException("the demo guest is missing from this build");
+        var image = new byte[s.Length];
+        s.ReadExactly(image);
+        var config = new MachineConfig
+        {
+            Engine = ParseEngine(engine, null),
+            MemoryBytes = 64UL << 20,
+            KernelImage = image,
+            KernelName = "built-in demo",
+        };
+        Console.WriteLine($"SharpVisor demo: booting the built-in guest on the {(config.Engine == EngineKind.Kvm ? "KVM" : "software")} engine");
+        int code = Boot(config, stats: true, interactive: false);
+        // The demo reports success through isa-debug-exit with 0x10 → 33; the command itself succeeded.
+        return code == 33 ? 0 : code;
+    }
+
+    private static int Boot(MachineConfig config, bool stats, bool interactive)
+    {
+        var stdout = Console.OpenStandardOutput();
+        config.Com1Output = new StreamBackend(stdout);
+        config.DebugConsoleOutput = b => { stdout.WriteByte(b); if (b == '\n') stdout.Flush(); };
+        using var raw = interactive && !Console.IsInputRedirected ? RawTerminal.Enter() : null;
+        if (interactive) config.Com1Input = Console.OpenStandardInput();
+        using var machine = new Machine.Machine(config);
+        using var cts = new CancellationTokenSource();
+        Console.CancelKeyPress += (_, e) => { e.Cancel = true; cts.Cancel(); };
+        var result = machine.Run(cts.Token);
+        stdout.Flush();
+        raw?.Dispose();
+        Console.Error.WriteLine($"sharpvisor: {result.Reason}");
+        if (stats) Console.Error.Write(machine.StatisticsTable());
+        return result.ExitCode;
+    }
+
+    /// <summary>COM1 output to the terminal, flushed per line and when idle enough to matter.</summary>
+    private sealed class StreamBackend(Stream s) : ISerialBackend
+    {
+        public void Write(byte value)
+        {
+            s.WriteByte(value);
+            if (value == '\n' || value == ' ' || value == '#' || value == '$') s.Flush();
+        }
+    }
+
+    /// <summary>Puts the terminal in raw mode (stty) for an interactive serial console, and restores it.</summary>
+    private sealed class RawTerminal : IDisposable
+    {
+        private readonly string _saved;
+        private RawTerminal(string saved) => _saved = saved;
+
+        public static RawTerminal? Enter()
+        {
+            string? saved = Stty("-g");
+            if (saved == null) return null;
+            Stty("raw -echo");
+            return new RawTerminal(saved.Trim());
+        }
+
+        private static string? Stty(string args)
+        {
+            try
+            {
+                var psi = new ProcessStartInfo("stty", args) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+                using var p = Process.Start(psi);
+                if (p == null) return null;
+                string o = p.StandardOutput.ReadToEnd();
+                p.WaitForExit();
+                return p.ExitCode == 0 ? o : null;
+            }
+            catch (Exception e) when (e is System.ComponentModel.Win32Exception or InvalidOperationException)
+            {
+                return null;
+            }
+        }
+
+        public void Dispose() => Stty(_saved);
+    }
+}

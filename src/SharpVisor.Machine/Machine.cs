@@ -1,0 +1,543 @@
+using System.Diagnostics;
+using SharpVisor.Boot;
+using SharpVisor.Boot.Acpi;
+using SharpVisor.Boot.LinuxBoot;
+using SharpVisor.Boot.Multiboot;
+using SharpVisor.Core;
+using SharpVisor.Core.Bus;
+using SharpVisor.Core.Interrupts;
+using SharpVisor.Core.Memory;
+using SharpVisor.Core.Time;
+using SharpVisor.Core.Vcpu;
+using SharpVisor.Cpu;
+using SharpVisor.Devices.Acpi;
+using SharpVisor.Devices.Apic;
+using SharpVisor.Devices.FwCfg;
+using SharpVisor.Devices.Input;
+using SharpVisor.Devices.Misc;
+using SharpVisor.Devices.Pci;
+using SharpVisor.Devices.Pic;
+using SharpVisor.Devices.Pit;
+using SharpVisor.Devices.Rtc;
+using SharpVisor.Devices.Serial;
+using SharpVisor.Kvm;
+
+namespace SharpVisor.Machine;
+
+/// <summary>
+/// A PC: guest RAM, the port and MMIO buses, the legacy devices, interrupt controllers, ACPI
+/// tables, the vCPUs of one engine, and the run loop that turns exits into device calls. This is
+/// the composition root: the only place that knows both engines and devices.
+/// Threading: one thread per vCPU; every device access and timer happens under <see cref="_lock"/>.
+/// </summary>
+public sealed class Machine : IDisposable
+{
+    private readonly MachineConfig _config;
+    private readonly object _lock = new();
+    private readonly IClock _clock = new HostClock();
+    private readonly List<ITimedDevice> _timed = new();
+    private readonly IEngine _engine;
+    private readonly IVcpu[] _vcpus;
+    private readonly LocalApic[] _apics;
+    private readonly Pic8259 _pic;
+    private readonly IoApic _ioApic;
+    private readonly ApicBus _apicBus;
+    private readonly Uart16550 _com1;
+    private readonly AcpiPm _pm;
+    private readonly ManualResetEventSlim _wake = new(false);
+    private readonly Dictionary<ExitReason, long> _exitCounts = new();
+    private readonly long[] _vectorCounts = new long[256];
+    private readonly bool[] _started;
+    private readonly VcpuState?[] _pendingStart;
+    private volatile MachineResult? _result;
+    private readonly Stopwatch _uptime = new();
+
+    public GuestMemory Memory { get; } = new();
+    public AddressBus Io { get; }
+    public AddressBus Mmio { get; }
+    public string EngineName => _engine.Name;
+    public BootResult? Boot { get; private set; }
+
+    public Machine(MachineConfig config)
+    {
+        _config = config;
+        if (config.Cpus < 1 || config.Cpus > 64) throw new ConfigurationException($"--cpus {config.Cpus}: must be between 1 and 64");
+        Io = new AddressBus("io", config.Log);
+        Mmio = new AddressBus("mmio", config.Log);
+        PcMemoryLayout.AddRam(Memory, config.MemoryBytes);
+
+        // ---- interrupt controllers
+        _pic = new Pic8259();
+        _apicBus = new ApicBus();
+        _ioApic = new IoApic(_apicBus, id: (byte)config.Cpus);
+        _apicBus.EoiBroadcast = v => _ioApic.Eoi(v);
+        _apics = new LocalApic[config.Cpus];
+        for (int c = 0; c < config.Cpus; c++)
+        {
+            var apic = new LocalApic(c, (byte)c, _clock, bootstrapProcessor: c == 0);
+            if (c == 0) apic.Pic = _pic;
+            apic.Bus = _apicBus;
+            int cpu = c;
+            apic.InterruptRequested = () => KickCpu(cpu);
+            _apicBus.Add(apic);
+            _apics[c] = apic;
+            _timed.Add(apic);
+        }
+        _apicBus.InitRequested = cpu => OnInit(cpu);
+        _apicBus.StartupRequested = (cpu, vector) => OnStartup(cpu, vector);
+        _pic.IntrOutput = new IrqLine(level => { _apics[0].SetLint(0, level); if (level) KickCpu(0); });
+        Io.Map(0x20, 2, _pic.Master);
+        Io.Map(0xA0, 2, _pic.Slave);
+        Io.Map(0x4D0, 2, _pic.Elcr);
+        Mmio.Map(AcpiTableBuilder.IoApicGpa, 0x1000, _ioApic);
+        Mmio.Map(AcpiTableBuilder.LocalApicGpa, 0x1000, new PerCpuApicWindow(this));
+
+        // ---- legacy devices
+        var pit = new Pit8254(_clock, IsaIrq(0));
+        Io.Map(0x40, 4, pit);
+        Io.Map(0x61, 1, pit.SpeakerPort);
+        _timed.Add(pit);
+        var rtc = new Rtc146818(_clock, IsaIrq(8));
+        Io.Map(0x70, 2, rtc);
+        _timed.Add(rtc);
+        SetCmosMemory(rtc, config.MemoryBytes);
+        var kbc = new I8042(IsaIrq(1), () => Stop(new MachineResult(ExitCodes.Reset, "guest requested a reset (keyboard controller)")), _ => { }, IsaIrq(12));
+        Io.Map(0x60, 1, kbc);
+        Io.Map(0x64, 1, kbc, offsetBias: 4);
+        _com1 = new Uart16550(IsaIrq(4), config.Com1Output ?? new NullSerialBackend(), _clock, "com1");
+        Io.Map(0x3F8, 8, _com1);
+        _timed.Add(_com1);
+        Io.Map(0x2F8, 8, new Uart16550(IsaIrq(3), new NullSerialBackend(), _clock, "com2"));
+        Io.Map(0x80, 1, new PostCodePort());
+        Io.Map(0xE9, 1, new DebugConsole(b => config.DebugConsoleOutput?.Invoke(b)));
+        Io.Map(0xF4, 4, new DebugExit(code => Stop(new MachineResult(code, $"guest wrote to the debug-exit port: exit code {code}"))));
+        var pci = new PciBus();
+        pci.Add(0, 0, new I440fxHostBridge());
+        pci.Add(1, 0, new Piix3IsaBridge());
+        Io.Map(0xCF8, 8, new PciConfigIo(pci, () => Stop(new MachineResult(ExitCodes.Reset, "guest requested a reset (port 0xCF9)"))));
+        var fwcfg = new FwCfg(Memory);
+        Io.Map(0x510, 2, fwcfg);
+        _pm = new AcpiPm(_clock, IsaIrq(AcpiTableBuilder.SciInt), () => Stop(new MachineResult(ExitCodes.PowerOff, "guest powered off (ACPI S5)")), AcpiTableBuilder.S5SlpTyp);
+        Io.Map(AcpiTableBuilder.Pm1aEvtBlk, AcpiTableBuilder.Pm1EvtLen, _pm.EventBlock);
+        Io.Map(AcpiTableBuilder.Pm1aCntBlk, AcpiTableBuilder.Pm1CntLen, _pm.ControlBlock);
+        Io.Map(AcpiTableBuilder.PmTmrBlk, AcpiTableBuilder.PmTmrLen, _pm.Timer);
+        _timed.Add(_pm);
+
+        // ---- engine and vCPUs
+        _engine = config.Engine switch
+        {
+            EngineKind.Kvm => CreateKvm(),
+            _ => new SoftwareEngine(Memory) { CpuCount = config.Cpus, PlatformMsrs = new PlatformMsrs(this) },
+        };
+        _vcpus = new IVcpu[config.Cpus];
+        _started = new bool[config.Cpus];
+        _pendingStart = new VcpuState?[config.Cpus];
+        for (int c = 0; c < config.Cpus; c++)
+        {
+            _vcpus[c] = _engine.CreateVcpu(c);
+            _vcpus[c].InterruptSource = new CountingSource(_apics[c], _vectorCounts);
+        }
+        _started[0] = true;
+
+        // ---- tables and the guest
+        var acpi = AcpiTableBuilder.Build(Memory, new AcpiConfig { CpuCount = config.Cpus });
+        Boot = LoadGuest(acpi);
+        _vcpus[0].SetState(Boot.BootCpu);
+        for (int c = 1; c < config.Cpus; c++)
+        {
+            // Application processors wait for INIT/SIPI in the wait-for-SIPI state.
+            _vcpus[c].SetState(VcpuState.AfterReset());
+        }
+    }
+
+    private IEngine CreateKvm()
+    {
+        if (!KvmEngine.IsAvailable(out string why)) throw new ConfigurationException($"--engine kvm: {why}");
+        return new KvmEngine(Memory, _config.Cpus);
+    }
+
+    private IIrqLine IsaIrq(int irq)
+    {
+        // ISA IRQ n goes to PIC input n and IOAPIC pin n, except the timer (IRQ0 → pin 2), as the MADT says.
+        int pin = irq == 0 ? 2 : irq;
+        return new IrqLine(level =>
+        {
+            _pic.SetIrq(irq, level);
+            _ioApic.SetIrq(pin, level);
+        });
+    }
+
+    private static void SetCmosMemory(Rtc146818 rtc, ulong bytes)
+    {
+        // Base memory 640 KiB; extended memory 1–16 MiB in KiB; above 16 MiB in 64 KiB units (SeaBIOS reads these).
+        rtc.SetNvram(0x15, 0x80); rtc.SetNvram(0x16, 0x02);
+        ulong ext = Math.Min((bytes - Math.Min(bytes, 1UL << 20)) >> 10, 0xFFFF);
+        rtc.SetNvram(0x17, (byte)ext); rtc.SetNvram(0x18, (byte)(ext >> 8));
+        rtc.SetNvram(0x30, (byte)ext); rtc.SetNvram(0x31, (byte)(ext >> 8));
+        ulong below4g = Math.Min(bytes, PcMemoryLayout.PciHoleStart);
+        ulong above16 = below4g > (16UL << 20) ? Math.Min((below4g - (16UL << 20)) >> 16, 0xFFFF) : 0;
+        rtc.SetNvram(0x34, (byte)above16); rtc.SetNvram(0x35, (byte)(above16 >> 8));
+        ulong high = bytes > below4g ? (bytes - below4g) >> 16 : 0;
+        rtc.SetNvram(0x5B, (byte)high); rtc.SetNvram(0x5C, (byte)(high >> 8)); rtc.SetNvram(0x5D, (byte)(high >> 16));
+    }
+
+    private BootResult LoadGuest(AcpiTables acpi)
+    {
+        byte[] image = _config.KernelImage ?? ReadFile(_config.KernelPath ?? throw new ConfigurationException("no kernel given (use --kernel FILE)"), "kernel");
+        string name = _config.KernelPath ?? _config.KernelName;
+        if (MultibootHeader.Find(image) != null)
+        {
+            var modules = _config.Modules.Select(p =>
+            {
+                var parts = p.Split(' ', 2);
+                return new MultibootModule(ReadFile(parts[0], "module"), p, parts[0]);
+            }).ToList();
+            return MultibootLoader.Load(Memory, new MultibootConfig
+            {
+                Kernel = image, KernelName = name, CommandLine = _config.CommandLine, Modules = modules,
+                ExtraE820 = acpi.E820Entries,
+            });
+        }
+        var bz = BzImage.Parse(image, name);
+        byte[]? initrd = _config.InitrdPath != null ? ReadFile(_config.InitrdPath, "initrd") : null;
+        return LinuxLoader.Load(Memory, new LinuxBootConfig
+        {
+            Kernel = bz,
+            Initrd = initrd,
+            InitrdName = _config.InitrdPath ?? "initrd",
+            CommandLine = _config.CommandLine,
+            Entry = bz.Supports64BitEntry ? LinuxEntry.Long64 : LinuxEntry.Protected32,
+            AcpiRsdpAddress = acpi.RsdpGpa,
+            ExtraE820 = acpi.E820Entries,
+        });
+    }
+
+    private static byte[] ReadFile(string path, string what)
+    {
+        try { return File.ReadAllBytes(path); }
+        catch (FileNotFoundException) { throw new ConfigurationException($"{what} file not found: {path}"); }
+        catch (DirectoryNotFoundException) { throw new ConfigurationException($"{what} file not found: {path}"); }
+        catch (IOException e) { throw new ConfigurationException($"cannot read {what} file {path}: {e.Message}"); }
+        catch (UnauthorizedAccessException) { throw new ConfigurationException($"cannot read {what} file {path}: permission denied"); }
+    }
+
+    // ------------------------------------------------------------------ running
+
+    /// <summary>Runs the VM until it powers off, exits, faults or is cancelled.</summary>
+    public MachineResult Run(CancellationToken cancel = default)
+    {
+        _uptime.Start();
+        using var reg = cancel.Register(() => Stop(new MachineResult(ExitCodes.PowerOff, "stopped by the user")));
+        var threads = new Thread[_vcpus.Length];
+        for (int c = 0; c < _vcpus.Length; c++)
+        {
+            int cpu = c;
+            threads[c] = new Thread(() => VcpuThread(cpu)) { IsBackground = true, Name = $"vcpu{c}" };
+            threads[c].Start();
+        }
+        var ticker = new Thread(TimerThread) { IsBackground = true, Name = "timers" };
+        ticker.Start();
+        Thread? input = _config.Com1Input != null ? new Thread(InputThread) { IsBackground = true, Name = "com1-input" } : null;
+        input?.Start();
+        foreach (var t in threads) t.Join();
+        _result ??= new MachineResult(ExitCodes.InternalError, "all vCPUs stopped");
+        _wake.Set();
+        ticker.Join();
+        _uptime.Stop();
+        return _result;
+    }
+
+    public void Stop(MachineResult result)
+    {
+        lock (_stopLock)
+        {
+            _result ??= result;
+        }
+        foreach (var v in _vcpus ?? []) v?.Kick();
+        _wake.Set();
+    }
+
+    private readonly object _stopLock = new();
+
+    private void KickCpu(int cpu)
+    {
+        _wake.Set();
+        if (_vcpus != null && cpu < _vcpus.Length) _vcpus[cpu]?.Kick();
+    }
+
+    private void VcpuThread(int cpu)
+    {
+        try
+        {
+            RunVcpu(cpu);
+        }
+        catch (VmmException e)
+        {
+            Stop(new MachineResult(ExitCodes.InternalError, e.Message));
+        }
+        catch (Exception e)
+        {
+            // The one catch-all of the machine: stop cleanly with the reason.
+            Stop(new MachineResult(ExitCodes.InternalError, $"vCPU {cpu} failed: {e.GetType().Name}: {e.Message}"));
+        }
+    }
+
+    private void RunVcpu(int cpu)
+    {
+        var vcpu = _vcpus[cpu];
+        var exit = vcpu.Exit;
+        while (_result == null)
+        {
+            if (!_started[cpu])
+            {
+                WaitForStartup(cpu);
+                continue;
+            }
+            var reason = vcpu.Run();
+            lock (_lock)
+            {
+                CountExit(reason);
+                switch (reason)
+                {
+                    case ExitReason.IoIn:
+                        exit.Data = Io.Read(exit.Address, exit.Size);
+                        break;
+                    case ExitReason.IoOut:
+                        Io.Write(exit.Address, exit.Size, exit.Data);
+                        break;
+                    case ExitReason.MmioRead:
+                        exit.Data = MmioRead(cpu, exit.Address, exit.Size);
+                        break;
+                    case ExitReason.MmioWrite:
+                        MmioWrite(cpu, exit.Address, exit.Size, exit.Data);
+                        break;
+                    case ExitReason.Halt:
+                        break;
+                    case ExitReason.Interrupted:
+                        break;
+                    case ExitReason.Shutdown:
+                        Stop(new MachineResult(ExitCodes.TripleFault, $"vCPU {cpu}: {exit.Message ?? "shutdown"}"));
+                        return;
+                    case ExitReason.InternalError:
+                        Stop(new MachineResult(ExitCodes.InternalError, $"vCPU {cpu}: {exit.Message}"));
+                        return;
+                    default:
+                        Stop(new MachineResult(ExitCodes.InternalError, $"vCPU {cpu}: unexpected exit {reason}"));
+                        return;
+                }
+                ServiceTimers();
+                PumpInput();
+            }
+            if (reason == ExitReason.Halt) WaitWhileHalted(cpu);
+        }
+    }
+
+    private void CountExit(ExitReason r)
+    {
+        _exitCounts.TryGetValue(r, out long n);
+        _exitCounts[r] = n + 1;
+    }
+
+    private ulong MmioRead(int cpu, ulong gpa, int size)
+    {
+        if (gpa - AcpiTableBuilder.LocalApicGpa < 0x1000) return _apics[cpu].Read(gpa - AcpiTableBuilder.LocalApicGpa, size);
+        return Mmio.Read(gpa, size);
+    }
+
+    private void MmioWrite(int cpu, ulong gpa, int size, ulong value)
+    {
+        if (gpa - AcpiTableBuilder.LocalApicGpa < 0x1000) { _apics[cpu].Write(gpa - AcpiTableBuilder.LocalApicGpa, size, value); return; }
+        Mmio.Write(gpa, size, value);
+    }
+
+    /// <summary>Runs every timed device whose deadline has passed.</summary>
+    private void ServiceTimers()
+    {
+        long now = _clock.NowNs;
+        foreach (var d in _timed)
+            if (d.NextDeadlineNs <= now) d.OnTime(now);
+    }
+
+    private long NextDeadline()
+    {
+        long next = long.MaxValue;
+        lock (_lock)
+        {
+            foreach (var d in _timed) next = Math.Min(next, d.NextDeadlineNs);
+        }
+        return next;
+    }
+
+    private void WaitWhileHalted(int cpu)
+    {
+        while (_result == null)
+        {
+            lock (_lock)
+            {
+                ServiceTimers();
+                PumpInput();
+                if (_apics[cpu].HasInterrupt) return;
+            }
+            long wait = NextDeadline() - _clock.NowNs;
+            int ms = wait <= 0 ? 0 : (int)Math.Clamp(wait / 1_000_000, 1, 20);
+            if (ms > 0) _wake.Wait(ms);
+            _wake.Reset();
+        }
+    }
+
+    /// <summary>Wakes vCPUs at device deadlines so timers fire while guest code runs without exits.</summary>
+    private void TimerThread()
+    {
+        while (_result == null)
+        {
+            long wait = NextDeadline() - _clock.NowNs;
+            if (wait <= 0)
+            {
+                foreach (var v in _vcpus) v.Kick();
+                Thread.Sleep(1);
+                continue;
+            }
+            Thread.Sleep((int)Math.Clamp(wait / 1_000_000, 1, 10));
+        }
+    }
+
+    // ------------------------------------------------------------------ serial input
+
+    private readonly Queue<byte> _input = new();
+
+    private void InputThread()
+    {
+        var s = _config.Com1Input!;
+        var buf = new byte[64];
+        bool ctrlA = false;
+        while (_result == null)
+        {
+            int n;
+            try { n = s.Read(buf, 0, buf.Length); } catch { return; }
+            if (n <= 0) return;
+            for (int k = 0; k < n; k++)
+            {
+                byte b = buf[k];
+                if (ctrlA)
+                {
+                    ctrlA = false;
+                    if (b == (byte)'x' || b == (byte)'X') { Stop(new MachineResult(ExitCodes.PowerOff, "terminated by Ctrl-A X")); return; }
+                    if (b != 1) { lock (_input) _input.Enqueue(1); }
+                }
+                else if (b == 1) { ctrlA = true; continue; }
+                lock (_input) _input.Enqueue(b);
+            }
+            KickCpu(0);
+        }
+    }
+
+    private void PumpInput()
+    {
+        lock (_input)
+        {
+            while (_input.Count > 0 && _com1.ReceiveSpace > 0) _com1.TryReceive(_input.Dequeue());
+        }
+    }
+
+    // ------------------------------------------------------------------ SMP start-up
+
+    private void OnInit(int cpu)
+    {
+        if (cpu == 0 || cpu >= _vcpus.Length) return;
+        _apics[cpu].InitReset();
+        _started[cpu] = false;
+    }
+
+    private void OnStartup(int cpu, byte vector)
+    {
+        if (cpu == 0 || cpu >= _vcpus.Length || _started[cpu]) return;
+        // SIPI: real mode at vector × 0x1000 (CS = vector << 8, IP = 0).
+        var s = VcpuState.AfterReset();
+        s.Cs = SegmentRegister.RealMode((ushort)(vector << 8), code: true);
+        s.Rip = 0;
+        s.Rdx = 0x600;
+        _pendingStart[cpu] = s;
+        _started[cpu] = true;
+        KickCpu(cpu);
+    }
+
+    private void WaitForStartup(int cpu)
+    {
+        _wake.Wait(5);
+        _wake.Reset();
+        if (_started[cpu] && _pendingStart[cpu] is { } s)
+        {
+            _pendingStart[cpu] = null;
+            _vcpus[cpu].SetState(s);
+        }
+    }
+
+    // ------------------------------------------------------------------ telemetry
+
+    public string StatisticsTable()
+    {
+        var sb = new System.Text.StringBuilder();
+        sb.AppendLine($"engine: {_engine.Name}, vCPUs: {_vcpus.Length}, memory: {Memory.RamSize >> 20} MiB, run time: {_uptime.Elapsed.TotalSeconds:F2} s");
+        sb.AppendLine("exits by reason:");
+        foreach (var kv in _exitCounts.OrderByDescending(k => k.Value)) sb.AppendLine($"  {kv.Key,-16} {kv.Value,12}");
+        sb.AppendLine("port I/O by device:");
+        foreach (var kv in Io.AccessCounts.Where(k => k.Value > 0).OrderByDescending(k => k.Value)) sb.AppendLine($"  {kv.Key,-16} {kv.Value,12}");
+        if (Io.UnmappedReads + Io.UnmappedWrites > 0) sb.AppendLine($"  {"(unassigned)",-16} {Io.UnmappedReads + Io.UnmappedWrites,12}");
+        sb.AppendLine("MMIO by device:");
+        foreach (var kv in Mmio.AccessCounts.Where(k => k.Value > 0).OrderByDescending(k => k.Value)) sb.AppendLine($"  {kv.Key,-16} {kv.Value,12}");
+        sb.AppendLine("interrupts by vector:");
+        for (int v = 0; v < 256; v++) if (_vectorCounts[v] > 0) sb.AppendLine($"  0x{v:x2}             {_vectorCounts[v],12}");
+        for (int c = 0; c < _vcpus.Length; c++)
+        {
+            sb.AppendLine($"vCPU {c}:");
+            foreach (var kv in _vcpus[c].Statistics.OrderBy(k => k.Key)) sb.AppendLine($"  {kv.Key,-24} {kv.Value,12}");
+        }
+        return sb.ToString();
+    }
+
+    public void Dispose()
+    {
+        _engine.Dispose();
+        Memory.Dispose();
+        _wake.Dispose();
+    }
+
+    /// <summary>Counts accepted interrupt vectors on their way to the vCPU.</summary>
+    private sealed class CountingSource(IInterruptSource inner, long[] counts) : IInterruptSource
+    {
+        public bool HasInterrupt => inner.HasInterrupt;
+        public byte Acknowledge()
+        {
+            byte v = inner.Acknowledge();
+            counts[v]++;
+            return v;
+        }
+    }
+
+    /// <summary>The local APIC page: each vCPU reaches its own APIC (the run loop routes by vCPU).</summary>
+    private sealed class PerCpuApicWindow(Machine m) : IBusDevice
+    {
+        public string Name => "lapic";
+        public ulong Read(ulong offset, int size) => m._apics[0].Read(offset, size);
+        public void Write(ulong offset, int size, ulong value) => m._apics[0].Write(offset, size, value);
+    }
+
+    /// <summary>MSRs the CPU forwards to platform devices: the APIC base and TSC deadline.</summary>
+    private sealed class PlatformMsrs(Machine m) : IMsrHandler
+    {
+        public bool TryRead(int vcpu, uint msr, out ulong value)
+        {
+            value = 0;
+            if (msr == Msr.ApicBase) { value = m._apics[vcpu].ReadApicBaseMsr(); return true; }
+            if (msr == 0x6E0) { value = m._apics[vcpu].ReadTscDeadlineMsr(); return true; }
+            return false;
+        }
+
+        public bool TryWrite(int vcpu, uint msr, ulong value)
+        {
+            if (msr == Msr.ApicBase) return m._apics[vcpu].WriteApicBaseMsr(value);
+            if (msr == 0x6E0) { m._apics[vcpu].WriteTscDeadlineMsr(value); return true; }
+            return false;
+        }
+    }
+}
