@@ -42,12 +42,16 @@ public class GuestTests
         Assert.Contains("PASS demo", text);
     }
 
-    [Fact]
-    public void ModesGuestPasses()
+    /// <summary>System test guests that check their results against the SDM and report PASS.</summary>
+    [Theory]
+    [InlineData("modes")]
+    [InlineData("paging")]
+    [InlineData("sensitive")]
+    public void SystemTestGuestPasses(string name)
     {
-        var (r, text) = Boot(RepoFile("guests/test/modes.bin"));
+        var (r, text) = Boot(RepoFile($"guests/test/{name}.bin"));
         Assert.True(r.ExitCode == 33, text + r.Reason);
-        Assert.Contains("PASS modes", text);
+        Assert.Contains($"PASS {name}", text);
     }
 
     [Fact]
