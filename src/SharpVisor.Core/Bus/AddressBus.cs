@@ -9,7 +9,13 @@ namespace SharpVisor.Core.Bus;
 /// </summary>
 public sealed class AddressBus(string name, Action<string>? log = null)
 {
-    private readonly record struct Mapping(ulong Start, ulong Length, IBusDevice Device, ulong OffsetBias);
+    /// <summary>One mapped range; its access counter is the telemetry (no lookups per access).</summary>
+    private sealed class Mapping(ulong start, ulong length, IBusDevice device, ulong offsetBias)
+    {
+        public readonly ulong Start = start, Length = length, OffsetBias = offsetBias;
+        public readonly IBusDevice Device = device;
+        public long Accesses;
+    }
 
     private Mapping[] _mappings = [];
     private readonly HashSet<ulong> _loggedUnmapped = new();
@@ -17,8 +23,16 @@ public sealed class AddressBus(string name, Action<string>? log = null)
     public string Name { get; } = name;
     public long UnmappedReads { get; private set; }
     public long UnmappedWrites { get; private set; }
-    /// <summary>Accesses by device name, for --stats.</summary>
-    public Dictionary<string, long> AccessCounts { get; } = new();
+    /// <summary>Accesses by device name, for --stats (a device mapped twice is summed).</summary>
+    public IReadOnlyDictionary<string, long> AccessCounts
+    {
+        get
+        {
+            var d = new Dictionary<string, long>();
+            foreach (var m in _mappings) d[m.Device.Name] = d.GetValueOrDefault(m.Device.Name) + m.Accesses;
+            return d;
+        }
+    }
 
     /// <summary>Map <paramref name="device"/> at [start, start+length); the device sees offsets from 0.</summary>
     public void Map(ulong start, ulong length, IBusDevice device, ulong offsetBias = 0)
@@ -27,55 +41,54 @@ public sealed class AddressBus(string name, Action<string>? log = null)
             if (start < m.Start + m.Length && m.Start < start + length)
                 throw new ConfigurationException($"{Name}: {device.Name} at {start:x} overlaps {m.Device.Name} at {m.Start:x}");
         _mappings = _mappings.Append(new Mapping(start, length, device, offsetBias)).OrderBy(m => m.Start).ToArray();
-        AccessCounts.TryAdd(device.Name, 0);
     }
 
     public IBusDevice? Find(ulong address, out ulong offset)
+    {
+        var m = FindMapping(address);
+        offset = m == null ? 0 : address - m.Start + m.OffsetBias;
+        return m?.Device;
+    }
+
+    private Mapping? FindMapping(ulong address)
     {
         var maps = _mappings;
         int lo = 0, hi = maps.Length - 1;
         while (lo <= hi)
         {
             int mid = (lo + hi) >> 1;
-            ref readonly var m = ref maps[mid];
+            var m = maps[mid];
             if (address < m.Start) hi = mid - 1;
             else if (address - m.Start >= m.Length) lo = mid + 1;
-            else { offset = address - m.Start + m.OffsetBias; return m.Device; }
+            else return m;
         }
-        offset = 0;
         return null;
     }
 
     public ulong Read(ulong address, int size)
     {
-        var dev = Find(address, out ulong offset);
-        if (dev == null)
+        var m = FindMapping(address);
+        if (m == null)
         {
             UnmappedReads++;
             LogOnce(address, "read");
             return BusValue.AllOnes(size);
         }
-        Count(dev);
-        return BusValue.Mask(dev.Read(offset, size), size);
+        m.Accesses++;
+        return BusValue.Mask(m.Device.Read(address - m.Start + m.OffsetBias, size), size);
     }
 
     public void Write(ulong address, int size, ulong value)
     {
-        var dev = Find(address, out ulong offset);
-        if (dev == null)
+        var m = FindMapping(address);
+        if (m == null)
         {
             UnmappedWrites++;
             LogOnce(address, "write");
             return;
         }
-        Count(dev);
-        dev.Write(offset, size, BusValue.Mask(value, size));
-    }
-
-    private void Count(IBusDevice dev)
-    {
-        ref long c = ref System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrAddDefault(AccessCounts, dev.Name, out _);
-        c++;
+        m.Accesses++;
+        m.Device.Write(address - m.Start + m.OffsetBias, size, BusValue.Mask(value, size));
     }
 
     private void LogOnce(ulong address, string what)
