@@ -10,6 +10,9 @@ public sealed class SoftwareEngine(GuestMemory memory, CpuModel? model = null) :
     public GuestMemory Memory { get; } = memory;
     public CpuModel Model { get; } = model ?? CpuModel.Default;
 
+    /// <summary>Pages holding decoded code, shared so one vCPU's write invalidates another's blocks.</summary>
+    internal CodePageMap CodePages { get; } = new(memory);
+
     /// <summary>
     /// Called by a vCPU for MSRs that belong to platform devices (the local APIC base); the
     /// machine installs it. Returns false when nobody handles the MSR.

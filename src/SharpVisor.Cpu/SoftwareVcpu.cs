@@ -59,7 +59,8 @@ public sealed unsafe partial class SoftwareVcpu : IVcpu
     private volatile bool _nmiRequest;
 
     // ---- VMM I/O protocol (see Status.NeedInput) ----
-    private readonly ulong[] _inputs = new ulong[8];
+    // An instruction needs at most 2 operands × 8 bytes when each byte crosses into MMIO.
+    private readonly ulong[] _inputs = new ulong[16];
     private int _inputCount, _inputPos;
     private bool _awaitingInput;
     private readonly (ExitReason Reason, ulong Address, int Size, ulong Data)[] _outputs = new (ExitReason, ulong, int, ulong)[16];
@@ -292,11 +293,10 @@ public sealed unsafe partial class SoftwareVcpu : IVcpu
 
     internal void Output(ExitReason reason, ulong address, int size, ulong data)
     {
+        // An instruction produces at most 16 outputs (a page-crossing write to MMIO byte by byte,
+        // or a few pushes); more would be an engine bug, which must stop the VM, never drop data.
         if (_outputCount == _outputs.Length)
-        {
-            // An instruction never produces this many; keep the latest rather than overflow.
-            _outputCount--;
-        }
+            throw new InvalidOperationException($"more than {_outputs.Length} VMM outputs from one instruction");
         _outputs[_outputCount++] = (reason, address, size, data);
         _endBlock = true; // the block stops after this instruction so the exit goes out in order
     }

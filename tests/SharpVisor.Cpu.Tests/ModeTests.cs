@@ -125,4 +125,44 @@ public class ModeTests
         Assert.Equal(ExitReason.Shutdown, m.Run());
         Assert.Contains("triple fault", m.Cpu.Exit.Message);
     }
+
+    /// <summary>
+    /// A store into the instruction stream takes effect for the very next instruction (the SDM's
+    /// self-modifying-code rule), and code that ran before is re-decoded after it is patched.
+    /// </summary>
+    [Fact]
+    public void SelfModifyingCodeIsSeen()
+    {
+        using var m = new TestMachine();
+        // Assembled twice: the first pass tells where `patched` lands (its address is an operand).
+        byte[] Build(uint patchedAddr, out ulong[] at) => TestMachine.Assemble(32, 0x8000, a =>
+        {
+            var patched = a.CreateLabel();
+            var again = a.CreateLabel();
+            var done = a.CreateLabel();
+            a.mov(ebx, 0);
+            a.mov(edi, patchedAddr);
+            a.Label(ref again);
+            a.mov(__byte_ptr[edi + 1], 0x42);        // rewrite the immediate of the next instruction
+            a.Label(ref patched);
+            a.mov(al, 0x00);
+            a.add(bl, al);
+            a.cmp(bl, 0x42 * 2);
+            a.je(done);
+            // Second pass: reset the immediate, then run the same (already decoded) code again.
+            a.mov(__byte_ptr[edi + 1], 0x00);
+            a.jmp(again);
+            a.Label(ref done);
+            a.hlt();
+            return [patched];
+        }, out at);
+        Build(0, out var first);
+        var code = Build((uint)first[0], out var second);
+        Assert.Equal(first[0], second[0]);
+        m.Memory.Write(0x8000, code);
+        m.Cpu.SetState(VcpuState.Protected32(0x8000));
+        Assert.Equal(ExitReason.Halt, m.Run());
+        Assert.Equal(0x84UL, m.State().Rbx & 0xFF);
+    }
+
 }

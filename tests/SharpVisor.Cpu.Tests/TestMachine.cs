@@ -34,12 +34,28 @@ internal sealed class TestMachine : IDisposable
         return ms.ToArray();
     }
 
-    /// <summary>Runs until HLT with interrupts off, shutdown, the exit port, an error, or the step limit.</summary>
-    public ExitReason Run(int maxExits = 100_000)
+    /// <summary>Assembles and returns the addresses the given labels ended up at.</summary>
+    public static byte[] Assemble(int bitness, ulong origin, Func<Assembler, Label[]> body, out ulong[] labelAddresses)
     {
+        var a = new Assembler(bitness);
+        var labels = body(a);
+        using var ms = new MemoryStream();
+        var result = a.Assemble(new StreamCodeWriter(ms), origin, BlockEncoderOptions.ReturnNewInstructionOffsets);
+        labelAddresses = labels.Select(l => result.GetLabelRIP(l)).ToArray();
+        return ms.ToArray();
+    }
+
+    /// <summary>
+    /// Runs until HLT, shutdown, the exit port or an error. A guest that neither exits nor
+    /// finishes within <paramref name="seconds"/> is kicked out and fails the test.
+    /// </summary>
+    public ExitReason Run(int maxExits = 100_000, int seconds = 20)
+    {
+        using var watchdog = new Timer(_ => Cpu.Kick(), null, TimeSpan.FromSeconds(seconds), Timeout.InfiniteTimeSpan);
         for (int n = 0; n < maxExits; n++)
         {
             var r = Cpu.Run();
+            if (r == ExitReason.Interrupted) throw new TimeoutException($"guest still running after {seconds} s");
             var e = Cpu.Exit;
             switch (r)
             {
@@ -72,3 +88,4 @@ internal sealed class TestMachine : IDisposable
 
     public void Dispose() => Memory.Dispose();
 }
+

@@ -164,8 +164,8 @@ public sealed unsafe partial class SoftwareVcpu
         {
             // The bytes past the page or limit were needed but could not be fetched.
             if (bits != 64 && rip + (ulong)n > _seg[Seg.CS].Limit) return GP(0);
-            ulong next = Wrap(lin + (ulong)n);
-            return TranslateSlow(next, Access.Execute, cls, out _, out _) is var s && s != Status.Ok ? s : GP(0);
+            var s = TranslateSlow(Wrap(lin + (ulong)n), Access.Execute, cls, out _, out _);
+            return s != Status.Ok ? s : GP(0);
         }
         return Status.Ok;
     }

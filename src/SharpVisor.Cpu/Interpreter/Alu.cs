@@ -189,25 +189,19 @@ public sealed unsafe partial class SoftwareVcpu
         int bits = size * 8, c = (int)count;
         ulong mask = SizeMask(size), sign = SignBit(size);
         ulong r; bool cf;
-        if (size == 2 && c > 16)
-        {
-            // 16-bit with count > 16: the result is undefined; hardware shifts through a 48-bit
-            // concatenation (dest:src:dest). Reproduce that pattern.
-            UInt128 v = left ? ((UInt128)a << 32) | ((UInt128)b << 16) | a : ((UInt128)a << 32) | ((UInt128)b << 16) | a;
-            if (left) { r = (ulong)((v << c) >> 32) & mask; cf = ((v << (c - 1)) >> 47 & 1) != 0; }
-            else { v = ((UInt128)a << 32) | ((UInt128)b << 16) | a; r = (ulong)(v >> c) & mask; cf = ((v >> (c - 1)) & 1) != 0; v = 0; _ = v; }
-        }
-        else if (left)
+        // A 16-bit count above 16 leaves result and flags undefined (SDM SHLD/SHRD); this
+        // shifts the dest:src concatenation on, and the differential tests mask that case.
+        if (left)
         {
             UInt128 v = ((UInt128)a << bits) | b;
             r = (ulong)((v << c) >> bits) & mask;
-            cf = ((a >> (bits - c)) & 1) != 0;
+            cf = (ulong)((v << (c - 1)) >> (2 * bits - 1) & 1) != 0;
         }
         else
         {
             UInt128 v = ((UInt128)b << bits) | a;
             r = (ulong)(v >> c) & mask;
-            cf = ((a >> (c - 1)) & 1) != 0;
+            cf = (ulong)((v >> (c - 1)) & 1) != 0;
         }
         bool of = ((r ^ a) & sign) != 0;
         st = WriteRmw(ref i, size, lin, r); if (st != Status.Ok) return st;
@@ -555,6 +549,7 @@ public sealed unsafe partial class SoftwareVcpu
         st = WriteRmw(ref i, size, lin, r);
         if (st != Status.Ok) return st;
         SetReg(i.Op1Register, a);
+        // XADD r, r with the same register: the sum wins (the temp is written to the destination last).
         if (i.Op0Kind == OpKind.Register) SetReg(i.Op0Register, r);
         SetFlags(FlagOp.Add, size, a, b, r);
         return Status.Ok;
@@ -606,7 +601,8 @@ public sealed unsafe partial class SoftwareVcpu
         {
             st = WriteLinear(lin, half, lo); if (st != Status.Ok) return st;
             st = WriteLinear(lin + (ulong)half, half, hi); if (st != Status.Ok) return st;
-            if (wide) { _gpr[0] = lo; _gpr[2] = hi; } else { _gpr[0] = lo; _gpr[2] = hi; }
+            // EDX:EAX (32-bit writes zero-extend) or RDX:RAX receive the memory value.
+            _gpr[0] = lo; _gpr[2] = hi;
             _flags &= ~Rflags.ZF;
         }
         return Status.Ok;

@@ -230,9 +230,9 @@ public sealed unsafe partial class SoftwareVcpu
             case Mnemonic.Invlpg:
                 if (_cpl != 0) return GP(0);
                 {
+                    // Faults only for a non-canonical address (64-bit) or outside the segment; never #PF.
                     var st = Linear(MemSeg(ref i), EffectiveAddress(ref i), 1, Access.Read, out ulong lin);
                     if (st == Status.Ok) InvalidatePage(lin);
-                    else if (_mode64) InvalidatePage(EffectiveAddress(ref i)); // INVLPG never faults on a non-canonical address? it does #GP; keep SDM: fault
                     return st;
                 }
             case Mnemonic.Invd: case Mnemonic.Wbinvd: case Mnemonic.Wbnoinvd:
@@ -256,7 +256,7 @@ public sealed unsafe partial class SoftwareVcpu
             case Mnemonic.Sysenter: return Sysenter();
             case Mnemonic.Sysexit: case Mnemonic.Sysexitq: return Sysexit(ref i);
             case Mnemonic.Stac: case Mnemonic.Clac:
-                if (_cpl != 0 || (_cr4 & Cr4.SMAP) == 0 && false) return UD();
+                // #UD outside ring 0 (SMAP is always advertised, so the CPUID condition never applies).
                 if (_cpl != 0) return UD();
                 if (m == Mnemonic.Stac) _flags |= Rflags.AC; else _flags &= ~Rflags.AC;
                 UpdateTlbClass();

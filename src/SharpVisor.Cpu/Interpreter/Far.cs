@@ -12,20 +12,23 @@ namespace SharpVisor.Cpu;
 /// </summary>
 public sealed unsafe partial class SoftwareVcpu
 {
+    /// <summary>Pushes the return address CS:IP of a far CALL in the given width.</summary>
+    private Status PushFarReturn(int size)
+    {
+        ulong sp = _gpr[Gpr.Rsp];
+        var st = PushTo(ref sp, size, _seg[Seg.CS].Selector);
+        if (st != Status.Ok) return st;
+        st = PushTo(ref sp, size, _rip);
+        if (st == Status.Ok) SetSp(sp);
+        return st;
+    }
+
     internal Status FarTransfer(ushort sel, ulong offset, int opSize, bool call)
     {
         _endBlock = true;
         if (!_protected || (_flags & Rflags.VM) != 0)
         {
-            if (call)
-            {
-                ulong sp = _gpr[Gpr.Rsp];
-                var st = PushTo(ref sp, opSize, _seg[Seg.CS].Selector);
-                if (st != Status.Ok) return st;
-                st = PushTo(ref sp, opSize, _rip);
-                if (st != Status.Ok) return st;
-                SetSp(sp);
-            }
+            if (call && PushFarReturn(opSize) is var st0 && st0 != Status.Ok) return st0;
             ref var cs = ref _seg[Seg.CS];
             cs.Selector = sel;
             cs.Base = (ulong)sel << 4;
@@ -49,15 +52,7 @@ public sealed unsafe partial class SoftwareVcpu
             bool target64 = _longMode && d.Long;
             if (!target64 && offset > d.Limit) return GP(0);
             if (target64 && !IsCanonical(offset)) return GP(0);
-            if (call)
-            {
-                ulong sp = _gpr[Gpr.Rsp];
-                var st = PushTo(ref sp, opSize, _seg[Seg.CS].Selector);
-                if (st != Status.Ok) return st;
-                st = PushTo(ref sp, opSize, _rip);
-                if (st != Status.Ok) return st;
-                SetSp(sp);
-            }
+            if (call && PushFarReturn(opSize) is var st1 && st1 != Status.Ok) return st1;
             SetAccessed(addr, raw);
             d.Attributes |= 1;
             CommitCs(d, _cpl);
@@ -146,15 +141,7 @@ public sealed unsafe partial class SoftwareVcpu
             return Status.Ok;
         }
 
-        if (call)
-        {
-            ulong sp = _gpr[Gpr.Rsp];
-            var st4 = PushTo(ref sp, gateSize, _seg[Seg.CS].Selector);
-            if (st4 != Status.Ok) return st4;
-            st4 = PushTo(ref sp, gateSize, _rip);
-            if (st4 != Status.Ok) return st4;
-            SetSp(sp);
-        }
+        if (call && PushFarReturn(gateSize) is var st4 && st4 != Status.Ok) return st4;
         SetAccessed(taddr, traw);
         t.Attributes |= 1;
         CommitCs(t, _cpl);
@@ -253,7 +240,6 @@ public sealed unsafe partial class SoftwareVcpu
             var st0 = PopFrom(ref sp, size, out ulong ip0); if (st0 != Status.Ok) return st0;
             st0 = PopFrom(ref sp, size, out ulong cs0); if (st0 != Status.Ok) return st0;
             st0 = PopFrom(ref sp, size, out ulong fl0); if (st0 != Status.Ok) return st0;
-            if (ip0 > _seg[Seg.CS].Limit && size == 2 && false) return GP(0);
             SetSp(sp);
             ref var cs = ref _seg[Seg.CS];
             cs.Selector = (ushort)cs0;

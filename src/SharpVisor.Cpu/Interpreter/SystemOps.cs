@@ -359,7 +359,8 @@ public sealed unsafe partial class SoftwareVcpu
     private Status Rdrand(ref Instruction i)
     {
         int size = RegSize(i.Op0Register);
-        ulong v = (ulong)Random.Shared.NextInt64() ^ ((ulong)Random.Shared.Next() << 63);
+        // NextInt64 gives 63 random bits; a second draw supplies bit 63.
+        ulong v = ((ulong)Random.Shared.NextInt64() << 1) | (uint)Random.Shared.Next(2);
         SetReg(i.Op0Register, v & SizeMask(size));
         MaterializeFlags();
         _flags = (_flags & ~Rflags.Arith) | Rflags.CF;

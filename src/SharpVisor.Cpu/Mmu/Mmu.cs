@@ -41,31 +41,22 @@ public sealed unsafe partial class SoftwareVcpu
     internal long _tlbMisses;
 
     private MemoryRegion[] _ram = [];
-    /// <summary>Per guest-physical page: 1 when decoded code was taken from it (self-modifying code detection).</summary>
-    private byte[] _codePage = [];
-    /// <summary>Per guest-physical page: bumped when the page's code changes, invalidating its decoded blocks.</summary>
-    private uint[] _pageGeneration = [];
-    private ulong _physLimit; // addresses >= this have no code-page tracking
+    /// <summary>Self-modifying and cross-modifying code detection, shared by the engine's vCPUs.</summary>
+    private CodePageMap _code = null!;
 
     private ulong _physAddrMask;
 
     private void InitMmu()
     {
         _physAddrMask = (1UL << _model.PhysicalAddressBits) - 1;
-        RefreshRam();
-        _memory.RegionAdded += _ => RefreshRam();
+        _ram = _memory.Regions.ToArray();
+        _memory.RegionAdded += _ => _ram = _memory.Regions.ToArray();
+        _code = _engine.CodePages;
+        _code.Register(this);
     }
 
-    private void RefreshRam()
-    {
-        _ram = _memory.Regions.ToArray();
-        ulong top = 0;
-        foreach (var r in _ram) top = Math.Max(top, r.End);
-        _physLimit = top;
-        int pages = (int)(top >> 12);
-        Array.Resize(ref _codePage, pages);
-        Array.Resize(ref _pageGeneration, pages);
-    }
+    /// <summary>Drops every write-TLB entry (a page just became code, possibly on another vCPU's thread).</summary>
+    internal void FlushWriteTlb() => FlushArray(_tlbWrite, keepGlobal: false);
 
     internal void UpdateTlbClass()
     {
@@ -136,7 +127,6 @@ public sealed unsafe partial class SoftwareVcpu
             return Status.Ok;
         }
         bool user = cls == ClassUser;
-        bool write = access == Access.Write;
         bool nxe = (_efer & Efer.NXE) != 0;
         ulong rsvdHigh = ~_physAddrMask & 0x000F_FFFF_FFFF_F000UL | (nxe ? 0 : 1UL << 63);
 
@@ -316,8 +306,8 @@ public sealed unsafe partial class SoftwareVcpu
                 break;
             case Access.Write:
                 if (IsReadOnlyPhys(gpa)) { host = null; gpa = ulong.MaxValue; return Status.Ok; } // ROM: writes dropped
-                NoteWriteToCode(gpa);
-                if (w.Dirty && !IsCodePage(gpa))
+                if (_code.NoteWrite(gpa)) _endBlock = true; // the rest of this block may be stale
+                if (w.Dirty && !_code.HasCode(gpa))
                     _tlbWrite[idx] = new TlbEntry { Tag = tag, Addend = addend, Global = w.Global };
                 // A writable page is readable too.
                 _tlbRead[idx] = new TlbEntry { Tag = tag, Addend = addend, Global = w.Global };
@@ -329,36 +319,7 @@ public sealed unsafe partial class SoftwareVcpu
         return Status.Ok;
     }
 
-    private bool IsCodePage(ulong gpa)
-    {
-        ulong pn = gpa >> 12;
-        return gpa < _physLimit && _codePage[pn] != 0;
-    }
+    private void MarkCodePage(ulong gpa) => _code.Mark(gpa);
 
-    /// <summary>A write is about to hit a page that decoded code came from: invalidate that code.</summary>
-    private void NoteWriteToCode(ulong gpa)
-    {
-        if (gpa >= _physLimit) return;
-        ulong pn = gpa >> 12;
-        if (_codePage[pn] == 0) return;
-        _codePage[pn] = 0;
-        _pageGeneration[pn]++;
-        _codeInvalidated = true;
-    }
-
-    /// <summary>Marks a physical page as holding decoded code: its writes must leave the write TLB.</summary>
-    private void MarkCodePage(ulong gpa)
-    {
-        if (gpa >= _physLimit) return;
-        ulong pn = gpa >> 12;
-        if (_codePage[pn] != 0) return;
-        _codePage[pn] = 1;
-        // Any write-TLB entry mapping this page must go; simplest is all of them.
-        FlushArray(_tlbWrite, keepGlobal: false);
-    }
-
-    internal uint PageGeneration(ulong gpa) => gpa < _physLimit ? _pageGeneration[gpa >> 12] : 0;
-
-    /// <summary>Set when a write invalidated decoded code; the current block stops after this instruction.</summary>
-    internal bool _codeInvalidated;
+    internal uint PageGeneration(ulong gpa) => _code.Generation(gpa);
 }

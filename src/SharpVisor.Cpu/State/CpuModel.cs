@@ -31,6 +31,7 @@ public sealed class CpuModel
                 break;
             case 1:
                 eax = Signature;
+                // APIC ID, logical processor count, CLFLUSH line size (8 × 8 = 64 bytes).
                 ebx = (uint)(apicId << 24) | ((uint)Math.Max(cpuCount, 1) << 16) | (8 << 8);
                 // ECX: SSE3(0) PCLMUL(1) SSSE3(9) CX16(13) SSE4.1(19) SSE4.2(20) MOVBE(22) POPCNT(23) TSC-deadline(24) RDRAND(30), HYPERVISOR(31)
                 ecx = (1u << 13) | (1u << 22) | (1u << 23) | (1u << 24) | (1u << 30) | (1u << 31);
@@ -42,7 +43,6 @@ public sealed class CpuModel
                     ecx |= (1u << 0) | (1u << 9) | (1u << 19) | (1u << 20);
                     edx |= (1u << 0) | (1u << 23) | (1u << 24) | (1u << 25) | (1u << 26); // FPU MMX FXSR SSE SSE2
                 }
-                ebx |= 8 << 8; // CLFLUSH line size 64
                 break;
             case 6:
                 eax = 1 << 2; // ARAT: the APIC timer keeps running in deep C-states
