@@ -26,6 +26,12 @@ public static class Program
             Console.Error.WriteLine($"sharpvisor: {e.Message}");
             return ExitCodes.UsageError;
         }
+        catch (Exception e)
+        {
+            // Never a stack trace for the user: one line that names the failure.
+            Console.Error.WriteLine($"sharpvisor: internal error: {e.GetType().Name}: {e.Message}");
+            return ExitCodes.InternalError;
+        }
     }
 
     private static int UsageError(string message)
@@ -109,8 +115,7 @@ public static class Program
     private static int RunCommand(ParseResult p, RunOptions o)
     {
         foreach (var d in p.GetValue(o.Device) ?? [])
-            if (!d.StartsWith("isa-debug-exit", StringComparison.Ordinal) || !(d.Contains("iobase=0xf4") || !d.Contains("iobase")))
-                throw new ConfigurationException($"unsupported -device '{d}' (only isa-debug-exit,iobase=0xf4 is available)");
+            CheckDevice(d);
         string? serial = p.GetValue(o.Serial);
         if (serial != null && serial is not ("stdio" or "mon:stdio"))
             throw new ConfigurationException($"unsupported -serial '{serial}' (COM1 is always the terminal: use stdio)");
@@ -125,6 +130,22 @@ public static class Program
         };
         config.Modules.AddRange(p.GetValue(o.Module) ?? []);
         return Boot(config, p.GetValue(o.Stats), interactive: true);
+    }
+
+    /// <summary>-device: only the isa-debug-exit that is always present, at its usual port.</summary>
+    internal static void CheckDevice(string spec)
+    {
+        var parts = spec.Split(',');
+        bool ok = parts[0] == "isa-debug-exit";
+        foreach (var kv in parts.Skip(1))
+        {
+            ok &= kv switch
+            {
+                "iobase=0xf4" or "iobase=0xF4" or "iobase=244" => true,
+                _ => kv.StartsWith("iosize=", StringComparison.Ordinal),
+            };
+        }
+        if (!ok) throw new ConfigurationException($"unsupported -device '{spec}' (only isa-debug-exit,iobase=0xf4 is available)");
     }
 
     private static int DemoCommand(string engine)
@@ -164,13 +185,16 @@ public static class Program
         return result.ExitCode;
     }
 
-    /// <summary>COM1 output to the terminal, flushed per line and when idle enough to matter.</summary>
+    /// <summary>
+    /// COM1 output to the terminal. Every byte is flushed: a serial line is slow anyway, and an
+    /// interactive prompt must appear at once whatever characters it ends with.
+    /// </summary>
     private sealed class StreamBackend(Stream s) : ISerialBackend
     {
         public void Write(byte value)
         {
             s.WriteByte(value);
-            if (value == '\n' || value == ' ' || value == '#' || value == '$') s.Flush();
+            s.Flush();
         }
     }
 

@@ -44,8 +44,9 @@ public sealed class Machine : IDisposable
     private readonly ApicBus _apicBus;
     private readonly Uart16550 _com1;
     private readonly AcpiPm _pm;
-    private readonly ManualResetEventSlim _wake = new(false);
-    private readonly Dictionary<ExitReason, long> _exitCounts = new();
+    /// <summary>One wake-up per vCPU: a halted or not-yet-started vCPU sleeps on its own event.</summary>
+    private readonly ManualResetEventSlim[] _wake;
+    private readonly long[] _exitCounts = new long[Enum.GetValues<ExitReason>().Length];
     private readonly long[] _vectorCounts = new long[256];
     private readonly bool[] _started;
     private readonly VcpuState?[] _pendingStart;
@@ -62,6 +63,8 @@ public sealed class Machine : IDisposable
     {
         _config = config;
         if (config.Cpus < 1 || config.Cpus > 64) throw new ConfigurationException($"--cpus {config.Cpus}: must be between 1 and 64");
+        _wake = new ManualResetEventSlim[config.Cpus];
+        for (int c = 0; c < config.Cpus; c++) _wake[c] = new ManualResetEventSlim(false);
         Io = new AddressBus("io", config.Log);
         Mmio = new AddressBus("mmio", config.Log);
         PcMemoryLayout.AddRam(Memory, config.MemoryBytes);
@@ -90,7 +93,8 @@ public sealed class Machine : IDisposable
         Io.Map(0xA0, 2, _pic.Slave);
         Io.Map(0x4D0, 2, _pic.Elcr);
         Mmio.Map(AcpiTableBuilder.IoApicGpa, 0x1000, _ioApic);
-        Mmio.Map(AcpiTableBuilder.LocalApicGpa, 0x1000, new PerCpuApicWindow(this));
+        // The local APIC page is not on the MMIO bus: each vCPU sees its own APIC there, so
+        // the run loop routes that page by the exiting vCPU (see MmioRead/MmioWrite).
 
         // ---- legacy devices
         var pit = new Pit8254(_clock, IsaIrq(0));
@@ -241,7 +245,6 @@ public sealed class Machine : IDisposable
         input?.Start();
         foreach (var t in threads) t.Join();
         _result ??= new MachineResult(ExitCodes.InternalError, "all vCPUs stopped");
-        _wake.Set();
         ticker.Join();
         _uptime.Stop();
         return _result;
@@ -254,14 +257,14 @@ public sealed class Machine : IDisposable
             _result ??= result;
         }
         foreach (var v in _vcpus ?? []) v?.Kick();
-        _wake.Set();
+        foreach (var w in _wake) w.Set();
     }
 
     private readonly object _stopLock = new();
 
     private void KickCpu(int cpu)
     {
-        _wake.Set();
+        _wake[cpu].Set();
         if (_vcpus != null && cpu < _vcpus.Length) _vcpus[cpu]?.Kick();
     }
 
@@ -286,9 +289,12 @@ public sealed class Machine : IDisposable
     {
         var vcpu = _vcpus[cpu];
         var exit = vcpu.Exit;
+        int halts = 0; // consecutive HLT exits: the guest halted again without taking the interrupt
         while (_result == null)
         {
-            if (!_started[cpu])
+            bool started;
+            lock (_lock) started = _started[cpu] && _pendingStart[cpu] == null;
+            if (!started)
             {
                 WaitForStartup(cpu);
                 continue;
@@ -328,15 +334,12 @@ public sealed class Machine : IDisposable
                 ServiceTimers();
                 PumpInput();
             }
-            if (reason == ExitReason.Halt) WaitWhileHalted(cpu);
+            halts = reason == ExitReason.Halt ? halts + 1 : 0;
+            if (reason == ExitReason.Halt) WaitWhileHalted(cpu, interruptEndsWait: halts == 1);
         }
     }
 
-    private void CountExit(ExitReason r)
-    {
-        _exitCounts.TryGetValue(r, out long n);
-        _exitCounts[r] = n + 1;
-    }
+    private void CountExit(ExitReason r) => _exitCounts[(int)r]++;
 
     private ulong MmioRead(int cpu, ulong gpa, int size)
     {
@@ -368,7 +371,13 @@ public sealed class Machine : IDisposable
         return next;
     }
 
-    private void WaitWhileHalted(int cpu)
+    /// <summary>
+    /// Sleeps until an interrupt is pending for <paramref name="cpu"/> or a device deadline passes.
+    /// When the vCPU halted again right after being woken for a pending interrupt, the guest has
+    /// interrupts disabled (CLI; HLT): then only time (and NMI/INIT kicks) end the wait, so a
+    /// halted guest never spins the host CPU.
+    /// </summary>
+    private void WaitWhileHalted(int cpu, bool interruptEndsWait)
     {
         while (_result == null)
         {
@@ -376,12 +385,21 @@ public sealed class Machine : IDisposable
             {
                 ServiceTimers();
                 PumpInput();
-                if (_apics[cpu].HasInterrupt) return;
+                if (_apics[cpu].HasInterrupt)
+                {
+                    if (interruptEndsWait) return;
+                }
+            }
+            if (!interruptEndsWait)
+            {
+                _wake[cpu].Wait(20);
+                _wake[cpu].Reset();
+                return;
             }
             long wait = NextDeadline() - _clock.NowNs;
             int ms = wait <= 0 ? 0 : (int)Math.Clamp(wait / 1_000_000, 1, 20);
-            if (ms > 0) _wake.Wait(ms);
-            _wake.Reset();
+            if (ms > 0) _wake[cpu].Wait(ms);
+            _wake[cpu].Reset();
         }
     }
 
@@ -441,11 +459,13 @@ public sealed class Machine : IDisposable
 
     // ------------------------------------------------------------------ SMP start-up
 
+    // INIT and STARTUP arrive under _lock (from the sending vCPU's ICR write); the target's
+    // thread reads _started/_pendingStart under the same lock.
     private void OnInit(int cpu)
     {
         if (cpu == 0 || cpu >= _vcpus.Length) return;
-        _apics[cpu].InitReset();
         _started[cpu] = false;
+        _pendingStart[cpu] = null;
     }
 
     private void OnStartup(int cpu, byte vector)
@@ -463,13 +483,15 @@ public sealed class Machine : IDisposable
 
     private void WaitForStartup(int cpu)
     {
-        _wake.Wait(5);
-        _wake.Reset();
-        if (_started[cpu] && _pendingStart[cpu] is { } s)
+        _wake[cpu].Wait(20);
+        _wake[cpu].Reset();
+        VcpuState? s;
+        lock (_lock)
         {
+            s = _pendingStart[cpu];
             _pendingStart[cpu] = null;
-            _vcpus[cpu].SetState(s);
         }
+        if (s != null) _vcpus[cpu].SetState(s);
     }
 
     // ------------------------------------------------------------------ telemetry
@@ -479,7 +501,8 @@ public sealed class Machine : IDisposable
         var sb = new System.Text.StringBuilder();
         sb.AppendLine($"engine: {_engine.Name}, vCPUs: {_vcpus.Length}, memory: {Memory.RamSize >> 20} MiB, run time: {_uptime.Elapsed.TotalSeconds:F2} s");
         sb.AppendLine("exits by reason:");
-        foreach (var kv in _exitCounts.OrderByDescending(k => k.Value)) sb.AppendLine($"  {kv.Key,-16} {kv.Value,12}");
+        foreach (var r in Enum.GetValues<ExitReason>().OrderByDescending(r => _exitCounts[(int)r]))
+            if (_exitCounts[(int)r] > 0) sb.AppendLine($"  {r,-16} {_exitCounts[(int)r],12}");
         sb.AppendLine("port I/O by device:");
         foreach (var kv in Io.AccessCounts.Where(k => k.Value > 0).OrderByDescending(k => k.Value)) sb.AppendLine($"  {kv.Key,-16} {kv.Value,12}");
         if (Io.UnmappedReads + Io.UnmappedWrites > 0) sb.AppendLine($"  {"(unassigned)",-16} {Io.UnmappedReads + Io.UnmappedWrites,12}");
@@ -499,7 +522,7 @@ public sealed class Machine : IDisposable
     {
         _engine.Dispose();
         Memory.Dispose();
-        _wake.Dispose();
+        foreach (var w in _wake) w.Dispose();
     }
 
     /// <summary>Counts accepted interrupt vectors on their way to the vCPU.</summary>
@@ -512,14 +535,6 @@ public sealed class Machine : IDisposable
             counts[v]++;
             return v;
         }
-    }
-
-    /// <summary>The local APIC page: each vCPU reaches its own APIC (the run loop routes by vCPU).</summary>
-    private sealed class PerCpuApicWindow(Machine m) : IBusDevice
-    {
-        public string Name => "lapic";
-        public ulong Read(ulong offset, int size) => m._apics[0].Read(offset, size);
-        public void Write(ulong offset, int size, ulong value) => m._apics[0].Write(offset, size, value);
     }
 
     /// <summary>MSRs the CPU forwards to platform devices: the APIC base and TSC deadline.</summary>
