@@ -8,12 +8,16 @@ using SharpVisor.Devices.Misc;
 using SharpVisor.Devices.Pci;
 using SharpVisor.Devices.Rtc;
 using FwCfgDevice = SharpVisor.Devices.FwCfg.FwCfg;
+using Kbc = SharpVisor.Devices.Input.I8042;
 
 using Xunit;
 
 namespace SharpVisor.Devices.Tests;
 
-/// <summary>Random register pokes: whatever the guest does, these devices never throw.</summary>
+/// <summary>
+/// Random register pokes (sizes 1, 2, 4 and 8 at every offset of the span, odd ones included):
+/// whatever the guest does, these devices never throw, and their invariants hold after each access.
+/// </summary>
 public sealed class DeviceFuzzTests_B : IDisposable
 {
     private static readonly int[] Sizes = [1, 2, 4, 8];
@@ -68,11 +72,17 @@ public sealed class DeviceFuzzTests_B : IDisposable
     {
         var rng = new Random(seed);
         var clock = new ManualClock();
-        var rtc = new Rtc146818(clock, new NullIrqLine());
-        Poke(rtc, rng, clock, 20000, 4, timed: rtc);
-        // Registers stay readable after anything
+        var irq = new NullIrqLine();
+        var rtc = new Rtc146818(clock, irq);
+        Poke(rtc, rng, clock, 20000, 4, timed: rtc, each: () =>
+        {
+            // Register D always reports valid RAM and time; the IRQ line follows IRQF (register C bit 7).
+            Assert.Equal(Rtc146818.RegDVrt, rtc.GetNvram(Rtc146818.RegD));
+            Assert.Equal((rtc.GetNvram(Rtc146818.RegC) & Rtc146818.RegCIrqf) != 0, irq.Level);
+        });
+        // Every register stays readable, and the calendar is a real date.
         for (int i = 0; i < 128; i++) { rtc.Write(0, 1, (ulong)i); rtc.Read(1, 1); }
-        _ = rtc.CurrentTime;
+        Assert.InRange(rtc.CurrentTime.Year, 1, 9999);
     }
 
     [Theory]
@@ -82,11 +92,19 @@ public sealed class DeviceFuzzTests_B : IDisposable
     {
         var rng = new Random(seed);
         var clock = new ManualClock();
-        var kbc = new I8042(new NullIrqLine(), () => { }, _ => { }, new NullIrqLine());
+        var irq1 = new NullIrqLine();
+        var irq12 = new NullIrqLine();
+        var kbc = new I8042(irq1, () => { }, _ => { }, irq12);
         Poke(kbc, rng, clock, 20000, 8, each: () =>
         {
             if (rng.Next(16) == 0) kbc.EnqueueScancode((byte)rng.Next(256));
             if (rng.Next(32) == 0) kbc.EnqueueMouseMovement(rng.Next(-300, 300), rng.Next(-300, 300));
+            // Commands complete at once (IBF never set); IRQ1/IRQ12 follow OBF, AUXB and the command byte.
+            byte status = (byte)kbc.Read(Kbc.StatusCommandOffset, 1);
+            Assert.Equal(0, status & Kbc.StatusIbf);
+            bool full = (status & Kbc.StatusObf) != 0, aux = (status & Kbc.StatusAuxb) != 0;
+            Assert.Equal(full && !aux && (kbc.CommandByte & Kbc.CtrKbdInt) != 0, irq1.Level);
+            Assert.Equal(full && aux && (kbc.CommandByte & Kbc.CtrAuxInt) != 0, irq12.Level);
         });
     }
 
@@ -107,6 +125,11 @@ public sealed class DeviceFuzzTests_B : IDisposable
             if (rng.Next(4) == 0)
                 io.Write(0, 4, 0x8000_0000u | (uint)(rng.Next(2) << 11) | (uint)(rng.Next(8) << 8) | (uint)(rng.Next(256) & 0xFC));
         });
+        // Whatever was written, the read-only identity of both functions is intact.
+        io.Write(0, 4, 0x8000_0000);
+        Assert.Equal(0x1237_8086UL, io.Read(4, 4));
+        io.Write(0, 4, 0x8000_0800);
+        Assert.Equal(0x7000_8086UL, io.Read(4, 4));
     }
 
     [Theory]
@@ -135,6 +158,10 @@ public sealed class DeviceFuzzTests_B : IDisposable
                 f.Write(4, 8, System.Buffers.Binary.BinaryPrimitives.ReverseEndianness(gpa));
             }
         });
+        // The device still answers: the signature item and the DMA register signature.
+        f.Write(0, 2, FwCfgDevice.Signature);
+        Assert.Equal(0x554D4551UL, f.Read(1, 4)); // "QEMU"
+        Assert.Equal(FwCfgDevice.DmaSignature, System.Buffers.Binary.BinaryPrimitives.ReverseEndianness(f.Read(4, 8)));
     }
 
     [Theory]
@@ -144,10 +171,13 @@ public sealed class DeviceFuzzTests_B : IDisposable
     {
         var rng = new Random(seed);
         var clock = new ManualClock();
-        var pm = new AcpiPm(clock, new NullIrqLine(), () => { }, 5);
-        Poke(pm.EventBlock, rng, clock, 5000, 6, timed: pm);
-        Poke(pm.ControlBlock, rng, clock, 5000, 4, timed: pm);
-        Poke(pm.Timer, rng, clock, 5000, 6, timed: pm);
+        var sci = new NullIrqLine();
+        var pm = new AcpiPm(clock, sci, () => { }, 5);
+        // SCI is a level: SCI_EN and any enabled status bit (ACPI §4.8.3.1).
+        void Sci() => Assert.Equal((pm.Pm1Control & AcpiPm.SciEn) != 0 && (pm.Pm1Status & pm.Pm1Enable) != 0, sci.Level);
+        Poke(pm.EventBlock, rng, clock, 5000, 6, Sci, timed: pm);
+        Poke(pm.ControlBlock, rng, clock, 5000, 4, Sci, timed: pm);
+        Poke(pm.Timer, rng, clock, 5000, 6, Sci, timed: pm);
     }
 
     [Theory]
@@ -156,8 +186,12 @@ public sealed class DeviceFuzzTests_B : IDisposable
     {
         var rng = new Random(seed);
         var clock = new ManualClock();
-        Poke(new PostCodePort(), rng, clock, 2000, 4);
-        Poke(new DebugConsole(_ => { }), rng, clock, 2000, 4);
-        Poke(new DebugExit(_ => { }), rng, clock, 2000, 8);
+        var post = new PostCodePort();
+        Poke(post, rng, clock, 2000, 4, () => Assert.Equal(post.LastCode, (byte)post.Read(0, 1)));
+        var console = new DebugConsole(_ => { });
+        Poke(console, rng, clock, 2000, 4, () => Assert.Equal(DebugConsole.ReadbackValue, (byte)console.Read(0, 1)));
+        int exits = 0;
+        Poke(new DebugExit(_ => exits++), rng, clock, 2000, 8);
+        Assert.InRange(exits, 1, 2000);
     }
 }

@@ -638,3 +638,29 @@ public sealed class LocalApicTests
         Assert.False(_ap.HasInterrupt);
     }
 }
+
+public sealed class LocalApicTimerRangeTests
+{
+    [Fact]
+    public void Slowest_bus_with_the_longest_count_and_divider_keeps_a_future_deadline()
+    {
+        // 2^32 − 1 ticks at ÷128 on a 1 kHz bus: about 17 million years, but no overflow and no throw.
+        var clock = new ManualClock();
+        var apic = new LocalApic(0, 0, clock, bootstrapProcessor: true, busCycleNs: LocalApic.MaxBusCycleNs);
+        apic.Write(LocalApic.RegSvr, 4, 0x1FF);
+        apic.Write(LocalApic.RegTimerDivide, 4, 0xA);      // ÷128
+        apic.Write(LocalApic.RegLvtTimer, 4, 0x30);
+        apic.Write(LocalApic.RegTimerInitialCount, 4, uint.MaxValue);
+        long expected = (long)uint.MaxValue * 128 * LocalApic.MaxBusCycleNs;
+        Assert.Equal(expected, apic.NextDeadlineNs);
+        clock.NowNs = expected / 2;
+        Assert.Equal(uint.MaxValue - (uint)(expected / 2 / (128 * LocalApic.MaxBusCycleNs)), (uint)apic.Read(LocalApic.RegTimerCurrentCount, 4));
+    }
+
+    [Theory]
+    [InlineData(0L)]
+    [InlineData(-1L)]
+    [InlineData(LocalApic.MaxBusCycleNs + 1)]
+    public void Bus_cycles_that_could_overflow_the_timer_are_refused(long busCycleNs)
+        => Assert.Throws<ArgumentOutOfRangeException>(() => new LocalApic(0, 0, new ManualClock(), true, busCycleNs));
+}

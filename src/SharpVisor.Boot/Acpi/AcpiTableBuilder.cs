@@ -96,6 +96,9 @@ public static class AcpiTableBuilder
             throw new ConfigurationException($"ACPI: {config.CpuCount} CPUs; the MADT's 8-bit APIC IDs allow 1 to 254 (the IOAPIC takes the next ID)");
         ulong at = config.TablesGpa;
         if ((at & 0xF) != 0) throw new ConfigurationException($"ACPI: table base {at:x} is not 16-byte aligned");
+        // The RSDT and the FADT's 32-bit fields hold table addresses: the tables live below 4 GiB.
+        if (config.TablesEnd > 1UL << 32 || config.TablesEnd <= at)
+            throw new ConfigurationException($"ACPI: table range {at:x}-{config.TablesEnd:x} is empty or not below 4 GiB");
         var placed = new List<PlacedRange>();
         ulong Place(string what, byte[] table, ulong align)
         {

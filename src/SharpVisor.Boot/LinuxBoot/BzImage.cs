@@ -7,6 +7,7 @@
 // - Only bzImage (LOADED_HIGH set) is accepted; zImage loads at 0x10000 and needs the
 //   real-mode setup code, which this loader never runs.
 // - Fields newer than the image's protocol version take the defaults boot.rst gives.
+// - A non-zero pref_address must lie in 1 MiB–4 GiB: it is where LinuxLoader puts the kernel.
 using System.Buffers.Binary;
 using System.Text;
 using SharpVisor.Core;
@@ -16,6 +17,10 @@ namespace SharpVisor.Boot.LinuxBoot;
 public sealed class BzImage
 {
     public const ushort MinimumProtocol = 0x0206;
+    /// <summary>Kernels load at 1 MiB or above (below lie the real-mode area, VGA and the BIOS).</summary>
+    public const ulong MinimumLoadAddress = 0x10_0000;
+    /// <summary>… and below 4 GiB: the loader enters at a 32-bit address and RAM above is not contiguous with it.</summary>
+    public const ulong MaximumLoadAddress = 0x1_0000_0000;
 
     public string Name { get; }
     /// <summary>The whole file.</summary>
@@ -92,6 +97,9 @@ public sealed class BzImage
             InitSize = (uint)init;
             InitSizeFromHeader = true;
             PrefAddress = Field(d, SetupHeader.PrefAddress, 8, 0x020A) ?? 0;
+            // LOAD_PHYSICAL_ADDR: the loader puts the kernel there, so it must be low RAM a PC has.
+            if (PrefAddress != 0 && (PrefAddress < MinimumLoadAddress || PrefAddress >= MaximumLoadAddress))
+                throw Bad($"has pref_address 0x{PrefAddress:x}, outside 0x{MinimumLoadAddress:x}–0x{MaximumLoadAddress - 1:x} where a kernel can be loaded");
         }
         else
         {

@@ -83,6 +83,7 @@ public static class LinuxLoader
 
         ulong lowRamEnd = LowRamEnd(memory);
         ulong load = k.PrefAddress != 0 ? k.PrefAddress : BootLayout.HighLoadGpa;
+        // Cannot wrap: BzImage keeps pref_address below 4 GiB and init_size is 32 bits.
         ulong kernelEnd = load + Math.Max(k.InitSize, (ulong)k.ProtectedModeKernel.Length);
         if (kernelEnd > lowRamEnd)
             throw new ConfigurationException(

@@ -35,13 +35,15 @@ internal sealed class ElfImage
         ulong phoff = is64 ? BinaryPrimitives.ReadUInt64LittleEndian(d[32..]) : BinaryPrimitives.ReadUInt32LittleEndian(d[28..]);
         int phentsize = BinaryPrimitives.ReadUInt16LittleEndian(d[(is64 ? 54 : 42)..]);
         int phnum = BinaryPrimitives.ReadUInt16LittleEndian(d[(is64 ? 56 : 44)..]);
-        if (phentsize < (is64 ? 56 : 32) || phoff + (ulong)(phentsize * phnum) > (ulong)d.Length)
+        // In 64-bit arithmetic so no field combination can wrap around (phentsize × phnum < 2^32).
+        ulong phBytes = (ulong)phentsize * (ulong)phnum;
+        if (phentsize < (is64 ? 56 : 32) || phoff > (ulong)d.Length || phBytes > (ulong)d.Length - phoff)
             throw Bad("has program headers outside the file");
 
         var segs = new List<ElfSegment>();
         for (int i = 0; i < phnum; i++)
         {
-            var p = d[(int)(phoff + (ulong)(i * phentsize))..];
+            var p = d.Slice((int)phoff + i * phentsize, phentsize);
             if (BinaryPrimitives.ReadUInt32LittleEndian(p) != PtLoad) continue;
             var s = is64
                 ? new ElfSegment(U64(p, 8), U64(p, 16), U64(p, 24), U64(p, 32), U64(p, 40))

@@ -6,7 +6,8 @@
 //   are accepted as GRUB does; the entry must still be 32-bit code.
 // - Modules always start on a 4 KiB boundary (satisfies flag 0), right after the kernel.
 // - The info structure, memory map, module list and strings live at 0x1000–0x8FFF
-//   (BootLayout.MultibootAreaGpa); a kernel that loads there is refused.
+//   (BootLayout.MultibootAreaGpa); a kernel that loads there is refused, and so is one that loads
+//   anywhere the e820 map it is given does not call usable RAM (as GRUB allocates only from it).
 // - Flag 2 (video mode) is ignored with a note: there is no framebuffer to set up.
 // - No boot_device (no BIOS disks), no ELF section headers (flags bit 5), no drives/APM/VBE.
 // - A GDT matching the selectors is loaded although the spec lets GDTR be invalid, so a kernel
@@ -65,16 +66,28 @@ public static class MultibootLoader
         if ((header.Flags & MultibootHeader.FlagVideoMode) != 0)
             notes.Add($"{name}: the Multiboot video mode request (flags bit 2) is ignored; no framebuffer information is passed");
 
+        // The kernel may only load into memory the e820 map (given to it below) calls usable RAM.
+        var e820 = LinuxBoot.LinuxLoader.MergeE820(PcMemoryLayout.E820(memory), config.ExtraE820, name);
+        ulong e820RamEnd = 0;
+        foreach (var e in e820)
+            if (e.Type == E820Type.Ram) e820RamEnd = Math.Max(e820RamEnd, e.Address + e.Size);
+
         ulong kernelStart = ulong.MaxValue, kernelEnd = 0, entry;
         void LoadRange(ulong gpa, ReadOnlySpan<byte> bytes, ulong memSize)
         {
             if (memSize == 0) return;
-            if (gpa + memSize > uint.MaxValue + 1UL)
+            if (gpa > FourGiB || memSize > FourGiB - gpa)
                 throw new ImageFormatException($"{name}: loads at 0x{gpa:x}+0x{memSize:x}, beyond the 4 GiB a 32-bit kernel can address");
             if (gpa < BootLayout.MultibootAreaEnd && BootLayout.GdtGpa < gpa + memSize)
                 throw new ImageFormatException($"{name}: loads at 0x{gpa:x}-0x{gpa + memSize - 1:x}, over the boot information area 0x{BootLayout.GdtGpa:x}-0x{BootLayout.MultibootAreaEnd - 1:x}");
-            if (!IsRam(memory, gpa, memSize))
-                throw new ConfigurationException($"{name}: loads at 0x{gpa:x}-0x{gpa + memSize - 1:x}, which is not guest RAM; give the guest more memory");
+            if (!IsUsableRam(e820, gpa, memSize))
+            {
+                // Past the end of RAM more memory helps; inside it the kernel asks for a hole
+                // (VGA window, option ROMs, BIOS, ACPI tables) that no amount of RAM fills.
+                if (gpa + memSize > e820RamEnd)
+                    throw new ConfigurationException($"{name}: loads at 0x{gpa:x}-0x{gpa + memSize - 1:x}, which is not guest RAM; give the guest more memory");
+                throw new ImageFormatException($"{name}: loads at 0x{gpa:x}-0x{gpa + memSize - 1:x}, which the memory map does not give as usable RAM (VGA, ROM, BIOS or ACPI area)");
+            }
             memory.Write(gpa, bytes);
             Zero(memory, gpa + (ulong)bytes.Length, memSize - (ulong)bytes.Length);
             kernelStart = Math.Min(kernelStart, gpa);
@@ -137,7 +150,6 @@ public static class MultibootLoader
         }
 
         uint info = Alloc(InfoSize, 8);
-        var e820 = LinuxBoot.LinuxLoader.MergeE820(PcMemoryLayout.E820(memory), config.ExtraE820, name);
         uint mmap = Alloc(e820.Count * MmapEntrySize, 8);
         for (int i = 0; i < e820.Count; i++)
         {
@@ -203,18 +215,35 @@ public static class MultibootLoader
         };
     }
 
+    private const ulong FourGiB = 1UL << 32;
+
     private static ulong Align(ulong v, ulong a) => (v + a - 1) & ~(a - 1);
 
-    /// <summary>True when [gpa, gpa+size) is RAM, possibly across adjacent regions.</summary>
+    /// <summary>True when [gpa, gpa+size) is RAM, possibly across adjacent regions (false if it wraps).</summary>
     internal static bool IsRam(GuestMemory memory, ulong gpa, ulong size)
     {
         ulong end = gpa + size;
+        if (end < gpa) return false;
         while (gpa < end)
         {
             if (!memory.TryFindRegion(gpa, out var r) || r.ReadOnly) return false;
             gpa = r.End;
         }
         return true;
+    }
+
+    /// <summary>True when [gpa, gpa+size) lies in e820 RAM entries (sorted; adjacent ones join up).</summary>
+    private static bool IsUsableRam(List<E820Entry> e820, ulong gpa, ulong size)
+    {
+        ulong end = gpa + size;
+        if (end < gpa) return false;
+        foreach (var e in e820)
+        {
+            if (e.Type != E820Type.Ram || e.Address > gpa || e.Address + e.Size <= gpa) continue;
+            gpa = e.Address + e.Size; // covered up to here; the rest must continue in the next entry
+            if (gpa >= end) return true;
+        }
+        return false;
     }
 
     private static void Zero(GuestMemory memory, ulong gpa, ulong size)

@@ -7,12 +7,14 @@
 // Writing PM1_CNT with SLP_EN (bit 13) and SLP_TYP (bits 12–10) equal to the configured S5 value
 // requests power off; other sleep types are not supported and the write is ignored (the DSDT's _S5
 // must name the same SLP_TYP). SLP_EN reads 0 (write-only).
+// Any access width works the same way in every block: byte lane by byte lane (see "register access").
 // Deliberate deviations: SCI_EN is 1 from reset — the FADT must give SMI_CMD = 0, meaning the
 // platform is always in ACPI mode; no PM1b blocks, no GPE blocks, TMR_VAL_EXT = 0 (24-bit timer).
 // The reset register is the PIIX3 RCR at 0xCF9 (PciConfigIo), value 0x06.
 using SharpVisor.Core.Bus;
 using SharpVisor.Core.Interrupts;
 using SharpVisor.Core.Time;
+using SharpVisor.Devices.Isa;
 
 namespace SharpVisor.Devices.Acpi;
 
@@ -59,7 +61,7 @@ public sealed class AcpiPm : ITimedDevice
     public IBusDevice EventBlock { get; }
     /// <summary>PM1a_CNT_BLK: PM1_CNT (offset 0, 16-bit).</summary>
     public IBusDevice ControlBlock { get; }
-    /// <summary>PM_TMR_BLK: the 24-bit timer value (offset 0, read-only, 32-bit reads).</summary>
+    /// <summary>PM_TMR_BLK: the 24-bit timer value (offset 0, read-only; software reads it as a dword).</summary>
     public IBusDevice Timer { get; }
 
     public ushort Pm1Status { get { CatchUp(_clock.NowNs); return _pm1Sts; } }
@@ -113,15 +115,33 @@ public sealed class AcpiPm : ITimedDevice
     public void OnTime(long nowNs) => CatchUp(nowNs);
 
     // ---- register access ----------------------------------------------------------------------
+    // The blocks are little-endian 16-bit (PM1) and 32-bit (PM_TMR) registers on the I/O bus; like
+    // the 8-bit ports, any access is carried out byte lane by byte lane (Isa/IsaByteCycles.cs), so
+    // every width and alignment inside a block means the same thing: a byte, word or dword access
+    // reads or writes exactly the register bytes it covers, bytes past the block read 0xFF and are
+    // dropped. Byte lanes compose exactly here: PM1_STS is write-1-to-clear per bit, PM1_EN and
+    // PM1_CNT keep the bytes an access does not cover, and SLP_TYP and SLP_EN share PM1_CNT's high
+    // byte, so a sleep request is never split.
 
-    private ushort ReadEvent16(int reg) => reg == 0 ? Pm1Status : _pm1En;
+    private byte ReadEventByte(int offset)
+    {
+        ushort reg = offset < 2 ? Pm1Status : _pm1En;
+        return (byte)(reg >> (8 * (offset & 1)));
+    }
 
-    private void WriteEvent16(int reg, ushort value)
+    private void WriteEventByte(int offset, byte value)
     {
         CatchUp(_clock.NowNs);
-        if (reg == 0) _pm1Sts &= (ushort)~(value & StsMask); // write 1 to clear
-        else _pm1En = (ushort)(value & EnMask);
+        int shift = 8 * (offset & 1);
+        if (offset < 2) _pm1Sts &= (ushort)~((value << shift) & StsMask); // write 1 to clear
+        else _pm1En = (ushort)(((_pm1En & ~(0xFF << shift)) | (value << shift)) & EnMask);
         UpdateSci();
+    }
+
+    private void WriteControlByte(int offset, byte value)
+    {
+        int shift = 8 * offset;
+        WriteControl((ushort)((_pm1Cnt & ~(0xFF << shift)) | (value << shift)));
     }
 
     private void WriteControl(ushort value)
@@ -136,70 +156,44 @@ public sealed class AcpiPm : ITimedDevice
         }
     }
 
-    private sealed class EventBlockDevice(AcpiPm pm) : IBusDevice
+    private sealed class EventBlockDevice(AcpiPm pm) : IBusDevice, IByteRegisterFile
     {
         public string Name => "acpi-pm1a-evt";
-
-        public ulong Read(ulong offset, int size)
-        {
-            if (offset == 0 && size == 4) return pm.ReadEvent16(0) | ((ulong)pm.ReadEvent16(2) << 16);
-            if ((offset == 0 || offset == 2) && size == 2) return pm.ReadEvent16((int)offset);
-            if (offset < EventBlockLength && size == 1) return (ulong)(pm.ReadEvent16((int)offset & ~1) >> (8 * ((int)offset & 1))) & 0xFF;
-            return BusValue.AllOnes(size);
-        }
-
-        public void Write(ulong offset, int size, ulong value)
-        {
-            if (offset == 0 && size == 4)
-            {
-                pm.WriteEvent16(0, (ushort)value);
-                pm.WriteEvent16(2, (ushort)(value >> 16));
-            }
-            else if ((offset == 0 || offset == 2) && size == 2) pm.WriteEvent16((int)offset, (ushort)value);
-            else if (offset < EventBlockLength && size == 1)
-            {
-                int reg = (int)offset & ~1, shift = 8 * ((int)offset & 1);
-                if (reg == 0) pm.WriteEvent16(0, (ushort)((value & 0xFF) << shift)); // W1C: other byte writes 0
-                else pm.WriteEvent16(2, (ushort)((pm._pm1En & ~(0xFF << shift)) | (int)((value & 0xFF) << shift)));
-            }
-            // other widths are not defined by ACPI; ignored
-        }
+        public ulong Read(ulong offset, int size) => IsaByteCycles.Read(this, offset, size);
+        public void Write(ulong offset, int size, ulong value) => IsaByteCycles.Write(this, offset, size, value);
+        public int RegisterCount => EventBlockLength;
+        public byte ReadRegister(int offset) => pm.ReadEventByte(offset);
+        public void WriteRegister(int offset, byte value) => pm.WriteEventByte(offset, value);
     }
 
-    private sealed class ControlBlockDevice(AcpiPm pm) : IBusDevice
+    private sealed class ControlBlockDevice(AcpiPm pm) : IBusDevice, IByteRegisterFile
     {
         public string Name => "acpi-pm1a-cnt";
-
-        public ulong Read(ulong offset, int size)
-        {
-            if (offset == 0 && size == 2) return pm._pm1Cnt;
-            if (offset < ControlBlockLength && size == 1) return (ulong)(pm._pm1Cnt >> (8 * (int)offset)) & 0xFF;
-            return BusValue.AllOnes(size);
-        }
-
-        public void Write(ulong offset, int size, ulong value)
-        {
-            if (offset == 0 && (size == 2 || size == 4)) pm.WriteControl((ushort)value);
-            else if (offset < ControlBlockLength && size == 1)
-            {
-                int shift = 8 * (int)offset;
-                pm.WriteControl((ushort)((pm._pm1Cnt & ~(0xFF << shift)) | (int)((value & 0xFF) << shift)));
-            }
-        }
+        public ulong Read(ulong offset, int size) => IsaByteCycles.Read(this, offset, size);
+        public void Write(ulong offset, int size, ulong value) => IsaByteCycles.Write(this, offset, size, value);
+        public int RegisterCount => ControlBlockLength;
+        public byte ReadRegister(int offset) => (byte)(pm._pm1Cnt >> (8 * offset));
+        public void WriteRegister(int offset, byte value) => pm.WriteControlByte(offset, value);
     }
 
-    private sealed class TimerDevice(AcpiPm pm) : IBusDevice
+    private sealed class TimerDevice(AcpiPm pm) : IBusDevice, IByteRegisterFile
     {
+        /// <summary>The timer value of the read in progress: all byte lanes of one read see one value.</summary>
+        private uint _latched;
+
         public string Name => "acpi-pm-tmr";
 
         public ulong Read(ulong offset, int size)
         {
-            if (offset >= TimerBlockLength || offset + (ulong)size > TimerBlockLength) return BusValue.AllOnes(size);
-            ulong v = pm.TimerValue;
+            _latched = pm.TimerValue; // bits 24–31 read 0 (TMR_VAL_EXT = 0)
             pm.CatchUp(pm._clock.NowNs);
-            return BusValue.Mask(v >> (8 * (int)offset), size);
+            return IsaByteCycles.Read(this, offset, size);
         }
 
-        public void Write(ulong offset, int size, ulong value) { } // read-only register
+        public void Write(ulong offset, int size, ulong value) { } // read-only register: writes are ignored
+
+        public int RegisterCount => TimerBlockLength;
+        public byte ReadRegister(int offset) => (byte)(_latched >> (8 * offset));
+        public void WriteRegister(int offset, byte value) { }
     }
 }

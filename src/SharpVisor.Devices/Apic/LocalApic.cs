@@ -146,6 +146,9 @@ public sealed class LocalApic : IBusDevice, IInterruptSource, ITimedDevice
     public const uint EsrSendAccept = 1u << 2, EsrReceiveAccept = 1u << 3, EsrRedirectableIpi = 1u << 4,
         EsrSendIllegalVector = 1u << 5, EsrReceivedIllegalVector = 1u << 6, EsrIllegalRegisterAddress = 1u << 7;
 
+    /// <summary>The slowest APIC timer input accepted: 1 kHz (2^32 × 128 × 1 ms still fits in a long of ns).</summary>
+    public const long MaxBusCycleNs = 1_000_000;
+
     /// <summary>MSR number of IA32_TSC_DEADLINE.</summary>
     public const uint MsrTscDeadline = 0x6E0;
 
@@ -163,7 +166,9 @@ public sealed class LocalApic : IBusDevice, IInterruptSource, ITimedDevice
     /// <param name="busCycleNs">Nanoseconds per APIC timer tick before the divider (1 = 1 GHz bus).</param>
     public LocalApic(int cpuIndex, byte apicId, IClock clock, bool bootstrapProcessor, long busCycleNs = 1)
     {
-        if (busCycleNs <= 0) throw new ArgumentOutOfRangeException(nameof(busCycleNs));
+        // Bounded so that initial count × divider × bus cycle (the timer period) fits in a long.
+        if (busCycleNs is <= 0 or > MaxBusCycleNs)
+            throw new ArgumentOutOfRangeException(nameof(busCycleNs), $"the APIC bus cycle must be 1–{MaxBusCycleNs} ns");
         CpuIndex = cpuIndex;
         _initialId = apicId;
         _clock = clock;
@@ -318,14 +323,7 @@ public sealed class LocalApic : IBusDevice, IInterruptSource, ITimedDevice
     public void AcceptFixed(byte vector, bool levelTriggered)
     {
         if (!IsGloballyEnabled || !IsSoftwareEnabled) return;
-        if (vector < 16)
-        {
-            RecordError(EsrReceivedIllegalVector);
-            return;
-        }
-        _s.Irr.Set(vector);
-        if (levelTriggered) _s.Tmr.Set(vector); else _s.Tmr.Clear(vector);
-        InterruptRequested?.Invoke();
+        AcceptLocal(vector, levelTriggered);
     }
 
     /// <summary>An NMI message from the APIC bus.</summary>
@@ -547,7 +545,10 @@ public sealed class LocalApic : IBusDevice, IInterruptSource, ITimedDevice
 
     // ---- local delivery and errors ----
 
-    /// <summary>A locally generated fixed interrupt (timer, error, LINT): goes through the IRR like a bus message.</summary>
+    /// <summary>
+    /// Puts a fixed interrupt in the IRR: locally generated ones (timer, error, LINT) and, through
+    /// <see cref="AcceptFixed"/>, bus messages. Vectors 0–15 are illegal (ESR, not accepted).
+    /// </summary>
     private void AcceptLocal(byte vector, bool levelTriggered)
     {
         if (vector < 16)

@@ -23,6 +23,7 @@ using System.Text;
 using SharpVisor.Core;
 using SharpVisor.Core.Bus;
 using SharpVisor.Core.Memory;
+using SharpVisor.Devices.Isa;
 
 namespace SharpVisor.Devices.FwCfg;
 
@@ -152,18 +153,19 @@ public sealed class FwCfg : IBusDevice
 
     public ulong Read(ulong offset, int size)
     {
-        if (offset == SelectorOffset && size == 1 || offset == DataOffset)
+        int n = IsaByteCycles.Cycles(size);
+        if (offset == SelectorOffset && n == 1 || offset == DataOffset)
         {
             // QEMU answers a byte read of either port of the pair with data.
             ulong v = 0;
-            for (int i = 0; i < size; i++) v |= (ulong)ReadDataByte() << (8 * i);
+            for (int i = 0; i < n; i++) v |= (ulong)ReadDataByte() << (8 * i);
             return v;
         }
-        if (offset >= DmaOffset && offset + (ulong)size <= Size)
+        if (offset >= DmaOffset && offset + (ulong)n <= Size)
         {
             // The signature as a big-endian register: byte k of the window is byte k of "QEMU CFG".
             ulong v = 0;
-            for (int i = 0; i < size; i++)
+            for (int i = 0; i < n; i++)
             {
                 int k = (int)(offset - DmaOffset) + i;
                 v |= ((DmaSignature >> (8 * (7 - k))) & 0xFF) << (8 * i);

@@ -22,10 +22,11 @@
 // the devices but overflowing bytes are dropped instead of an overrun code.
 using SharpVisor.Core.Bus;
 using SharpVisor.Core.Interrupts;
+using SharpVisor.Devices.Isa;
 
 namespace SharpVisor.Devices.Input;
 
-public sealed class I8042 : IBusDevice
+public sealed class I8042 : IBusDevice, IByteRegisterFile
 {
     public const ulong DataOffset = 0, StatusCommandOffset = 4;
 
@@ -149,23 +150,27 @@ public sealed class I8042 : IBusDevice
 
     // ---- bus ----------------------------------------------------------------------------------
 
-    public ulong Read(ulong offset, int size)
-    {
-        // Only the low byte is decoded; wider reads see nothing in the upper lanes.
-        ulong high = BusValue.AllOnes(size) & ~0xFFUL;
-        return offset switch
-        {
-            DataOffset => ReadData() | high,
-            StatusCommandOffset => _status | high,
-            _ => BusValue.AllOnes(size),
-        };
-    }
+    // Offsets 0 (data) and 4 (status/command) are byte-wide ports, 1–3 are not decoded: wider
+    // accesses become byte cycles (Isa/IsaByteCycles.cs), so the bytes above a data or status read
+    // float high and the upper bytes of a wide write are dropped.
+    public ulong Read(ulong offset, int size) => IsaByteCycles.Read(this, offset, size);
 
-    public void Write(ulong offset, int size, ulong value)
+    public void Write(ulong offset, int size, ulong value) => IsaByteCycles.Write(this, offset, size, value);
+
+    int IByteRegisterFile.RegisterCount => (int)StatusCommandOffset + 1;
+
+    byte IByteRegisterFile.ReadRegister(int offset) => offset switch
     {
-        if (offset == DataOffset) WriteData((byte)value);
-        else if (offset == StatusCommandOffset) WriteCommand((byte)value);
-        // other offsets are not decoded by the 8042
+        (int)DataOffset => ReadData(),
+        (int)StatusCommandOffset => _status,
+        _ => IsaByteCycles.Floating,
+    };
+
+    void IByteRegisterFile.WriteRegister(int offset, byte value)
+    {
+        if (offset == (int)DataOffset) WriteData(value);
+        else if (offset == (int)StatusCommandOffset) WriteCommand(value);
+        // offsets 1–3 are not decoded by the 8042
     }
 
     private byte ReadData()

@@ -8,6 +8,7 @@
 
 using SharpVisor.Core.Bus;
 using SharpVisor.Core.Interrupts;
+using SharpVisor.Devices.Isa;
 
 namespace SharpVisor.Devices.Pic;
 
@@ -126,34 +127,24 @@ public sealed class Pic8259 : IInterruptSource
         public void SetLevel(bool high) => pic.SetIrq(irq, high);
     }
 
-    private sealed class ElcrPorts(Pic8259 pic) : IBusDevice
+    /// <summary>ELCR1 and ELCR2: two byte-wide ports; wider accesses become byte cycles (Isa/IsaByteCycles.cs).</summary>
+    private sealed class ElcrPorts(Pic8259 pic) : IBusDevice, IByteRegisterFile
     {
         public string Name => "elcr";
 
-        public ulong Read(ulong offset, int size)
-        {
-            int n = Math.Clamp(size, 1, 8);
-            ulong v = 0;
-            for (int i = 0; i < n; i++)
-            {
-                ulong o = offset + (ulong)i;
-                ulong b = o switch { 0 => pic.Master.Elcr, 1 => pic.Slave.Elcr, _ => 0xFF };
-                v |= b << (8 * i);
-            }
-            return v;
-        }
+        public ulong Read(ulong offset, int size) => IsaByteCycles.Read(this, offset, size);
 
-        public void Write(ulong offset, int size, ulong value)
+        public void Write(ulong offset, int size, ulong value) => IsaByteCycles.Write(this, offset, size, value);
+
+        public int RegisterCount => 2;
+
+        public byte ReadRegister(int offset) => offset == 0 ? pic.Master.Elcr : pic.Slave.Elcr;
+
+        public void WriteRegister(int offset, byte value)
         {
-            int n = Math.Clamp(size, 1, 8);
-            for (int i = 0; i < n; i++)
-            {
-                ulong o = offset + (ulong)i;
-                byte b = (byte)(value >> (8 * i));
-                if (o == 0) pic.Master.Elcr = b;
-                else if (o == 1) pic.Slave.Elcr = b;
-            }
-            pic.Update();
+            if (offset == 0) pic.Master.Elcr = value;
+            else pic.Slave.Elcr = value;
+            pic.Update(); // a line that became level sensitive may now request
         }
     }
 }

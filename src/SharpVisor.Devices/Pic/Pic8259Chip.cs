@@ -16,6 +16,7 @@
 //   is fixed in Pic8259.
 
 using SharpVisor.Core.Bus;
+using SharpVisor.Devices.Isa;
 
 namespace SharpVisor.Devices.Pic;
 
@@ -39,7 +40,7 @@ public struct Pic8259ChipState
 }
 
 /// <summary>One 8259A: two byte-wide ports (offset 0 = ICW1/OCW2/OCW3 and IRR/ISR/poll, offset 1 = IMR/ICW2–4).</summary>
-public sealed class Pic8259Chip : IBusDevice
+public sealed class Pic8259Chip : IBusDevice, IByteRegisterFile
 {
     public const int PortCount = 2;
 
@@ -83,28 +84,14 @@ public sealed class Pic8259Chip : IBusDevice
 
     // ---- bus side ----
 
-    public ulong Read(ulong offset, int size)
-    {
-        int n = Math.Clamp(size, 1, 8);
-        ulong v = 0;
-        for (int i = 0; i < n; i++)
-        {
-            ulong o = offset + (ulong)i;
-            ulong b = o < PortCount ? ReadPort((int)o) : 0xFFUL;
-            v |= b << (8 * i);
-        }
-        return v;
-    }
+    // Byte-wide ports: wider accesses become byte cycles (Isa/IsaByteCycles.cs).
+    public ulong Read(ulong offset, int size) => IsaByteCycles.Read(this, offset, size);
 
-    public void Write(ulong offset, int size, ulong value)
-    {
-        int n = Math.Clamp(size, 1, 8);
-        for (int i = 0; i < n; i++)
-        {
-            ulong o = offset + (ulong)i;
-            if (o < PortCount) WritePort((int)o, (byte)(value >> (8 * i)));
-        }
-    }
+    public void Write(ulong offset, int size, ulong value) => IsaByteCycles.Write(this, offset, size, value);
+
+    int IByteRegisterFile.RegisterCount => PortCount;
+    byte IByteRegisterFile.ReadRegister(int offset) => ReadPort(offset);
+    void IByteRegisterFile.WriteRegister(int offset, byte value) => WritePort(offset, value);
 
     private byte ReadPort(int port)
     {

@@ -17,6 +17,7 @@
 using SharpVisor.Core.Bus;
 using SharpVisor.Core.Interrupts;
 using SharpVisor.Core.Time;
+using SharpVisor.Devices.Isa;
 
 namespace SharpVisor.Devices.Pit;
 
@@ -32,7 +33,7 @@ public struct Pit8254State
 /// The PC's 8254 at ports 0x40–0x43 (4 ports) and, through <see cref="SpeakerPort"/>, port 0x61.
 /// The machine calls <see cref="OnTime"/> at <see cref="NextDeadlineNs"/> so OUT0 reaches IRQ0.
 /// </summary>
-public sealed class Pit8254 : IBusDevice, ITimedDevice
+public sealed class Pit8254 : IBusDevice, ITimedDevice, IByteRegisterFile
 {
     /// <summary>The PC's PIT input clock (14.31818 MHz / 12).</summary>
     public const long InputFrequencyHz = 1_193_182;
@@ -49,6 +50,8 @@ public sealed class Pit8254 : IBusDevice, ITimedDevice
     private readonly PitCounterState[] _counters = new PitCounterState[3];
     private byte _port61;
     private bool _irqLevel;
+    /// <summary>The input-clock tick of the bus access in progress (scratch, not state).</summary>
+    private long _accessTick;
 
     public Pit8254(IClock clock, IIrqLine irq0)
     {
@@ -143,44 +146,44 @@ public sealed class Pit8254 : IBusDevice, ITimedDevice
 
     // ---- bus side ----
 
+    // Byte-wide ports: wider accesses become byte cycles (Isa/IsaByteCycles.cs). All cycles of one
+    // access see the same input-clock tick, taken once here.
     public ulong Read(ulong offset, int size)
     {
-        long t = NowTick;
-        UpdateIrq0(t);
-        int n = Math.Clamp(size, 1, 8);
-        ulong v = 0;
-        for (int i = 0; i < n; i++)
-        {
-            ulong o = offset + (ulong)i;
-            ulong b = 0xFF; // the control port is write-only: reads float
-            if (o < ControlPort)
-            {
-                ref var c = ref _counters[(int)o];
-                PitCounter.Sync(ref c, t);
-                b = PitCounter.Read(ref c, t);
-            }
-            v |= b << (8 * i);
-        }
-        return v;
+        _accessTick = NowTick;
+        UpdateIrq0(_accessTick);
+        return IsaByteCycles.Read(this, offset, size);
     }
 
     public void Write(ulong offset, int size, ulong value)
     {
-        long t = NowTick;
-        UpdateIrq0(t);
-        int n = Math.Clamp(size, 1, 8);
-        for (int i = 0; i < n; i++)
+        _accessTick = NowTick;
+        UpdateIrq0(_accessTick);
+        IsaByteCycles.Write(this, offset, size, value);
+    }
+
+    int IByteRegisterFile.RegisterCount => PortCount;
+
+    byte IByteRegisterFile.ReadRegister(int offset)
+    {
+        if (offset == ControlPort) return IsaByteCycles.Floating; // the control port is write-only: reads float
+        long t = _accessTick;
+        ref var c = ref _counters[offset];
+        PitCounter.Sync(ref c, t);
+        return PitCounter.Read(ref c, t);
+    }
+
+    void IByteRegisterFile.WriteRegister(int offset, byte value)
+    {
+        long t = _accessTick;
+        if (offset == ControlPort) WriteControl(value, t);
+        else
         {
-            ulong o = offset + (ulong)i;
-            byte b = (byte)(value >> (8 * i));
-            if (o < ControlPort)
-            {
-                ref var c = ref _counters[(int)o];
-                PitCounter.Sync(ref c, t);
-                PitCounter.Write(ref c, b, t);
-            }
-            else if (o == ControlPort) WriteControl(b, t);
+            ref var c = ref _counters[offset];
+            PitCounter.Sync(ref c, t);
+            PitCounter.Write(ref c, value, t);
         }
+        // OUT0 may change with each byte cycle (a mode 0 LSB write drops it): IRQ0 follows at once.
         UpdateIrq0(t);
     }
 
@@ -235,25 +238,19 @@ public sealed class Pit8254 : IBusDevice, ITimedDevice
     /// <summary>Whether the speaker would sound (GATE2 and speaker data both on); no audio is produced.</summary>
     public bool SpeakerEnabled => (_port61 & (Port61Gate2 | Port61SpeakerData)) == (Port61Gate2 | Port61SpeakerData);
 
-    private sealed class SpeakerPortDevice(Pit8254 pit) : IBusDevice
+    /// <summary>Port 0x61: one byte-wide port; wider accesses become byte cycles (Isa/IsaByteCycles.cs).</summary>
+    private sealed class SpeakerPortDevice(Pit8254 pit) : IBusDevice, IByteRegisterFile
     {
         public string Name => "port61";
 
-        public ulong Read(ulong offset, int size)
-        {
-            int n = Math.Clamp(size, 1, 8);
-            ulong v = 0;
-            for (int i = 0; i < n; i++)
-            {
-                ulong b = offset + (ulong)i == 0 ? pit.ReadPort61() : 0xFFUL;
-                v |= b << (8 * i);
-            }
-            return v;
-        }
+        public ulong Read(ulong offset, int size) => IsaByteCycles.Read(this, offset, size);
 
-        public void Write(ulong offset, int size, ulong value)
-        {
-            if (offset == 0) pit.WritePort61((byte)value);
-        }
+        public void Write(ulong offset, int size, ulong value) => IsaByteCycles.Write(this, offset, size, value);
+
+        public int RegisterCount => 1;
+
+        public byte ReadRegister(int offset) => pit.ReadPort61();
+
+        public void WriteRegister(int offset, byte value) => pit.WritePort61(value);
     }
 }

@@ -10,7 +10,9 @@
 // Deliberate deviations, all invisible to Linux, SeaBIOS and DOS:
 // - The calendar is kept as a count of seconds and encoded on each read, so switching DM or
 //   24/12 re-encodes the current time instead of leaving stale bytes, and time bytes written with
-//   out-of-range values are clamped to the nearest valid value (QEMU normalises the same way).
+//   out-of-range values are normalised (QEMU does the same): seconds, minutes, 24-hour hours, day,
+//   month and year are clamped to the nearest valid value, 12-hour hours and the day of week are
+//   taken modulo 12 and 7.
 // - Day of week is an independent counter (as on the chip), kept as an offset from the date.
 // - Only the 32.768 kHz time base (DV = 010) runs; the 4.194304/1.048576 MHz bases (000/001)
 //   and the test modes stop the divider like the reset setting (11x). PCs use only 010.
@@ -21,10 +23,11 @@ using System.Diagnostics;
 using SharpVisor.Core.Bus;
 using SharpVisor.Core.Interrupts;
 using SharpVisor.Core.Time;
+using SharpVisor.Devices.Isa;
 
 namespace SharpVisor.Devices.Rtc;
 
-public sealed class Rtc146818 : IBusDevice, ITimedDevice
+public sealed class Rtc146818 : IBusDevice, ITimedDevice, IByteRegisterFile
 {
     // Register indices (datasheet names).
     public const int Seconds = 0x00, SecondsAlarm = 0x01, Minutes = 0x02, MinutesAlarm = 0x03,
@@ -140,42 +143,27 @@ public sealed class Rtc146818 : IBusDevice, ITimedDevice
 
     // ---- bus ----------------------------------------------------------------------------------
 
-    public ulong Read(ulong offset, int size)
-    {
-        ulong v = 0;
-        for (int i = 0; i < size; i++)
-            v |= (ulong)ReadByte(offset + (ulong)i) << (8 * i);
-        return v;
-    }
+    // Offset 0 = index (port 0x70), 1 = data (0x71), both byte wide: wider accesses become byte
+    // cycles (Isa/IsaByteCycles.cs), so a word write at 0x70 sets the index and then writes the data.
+    public const int PortCount = 2;
 
-    public void Write(ulong offset, int size, ulong value)
-    {
-        for (int i = 0; i < size; i++)
-            WriteByte(offset + (ulong)i, (byte)(value >> (8 * i)));
-    }
+    public ulong Read(ulong offset, int size) => IsaByteCycles.Read(this, offset, size);
 
-    private byte ReadByte(ulong offset) => offset switch
-    {
-        // The index register is write-only on PCs; QEMU and most chipsets read 0xFF.
-        0 => 0xFF,
-        1 => ReadRegister(_index, peek: false),
-        _ => 0xFF,
-    };
+    public void Write(ulong offset, int size, ulong value) => IsaByteCycles.Write(this, offset, size, value);
 
-    private void WriteByte(ulong offset, byte value)
+    int IByteRegisterFile.RegisterCount => PortCount;
+
+    // The index register is write-only on PCs; QEMU and most chipsets read 0xFF.
+    byte IByteRegisterFile.ReadRegister(int offset) => offset == 0 ? IsaByteCycles.Floating : ReadRegister(_index, peek: false);
+
+    void IByteRegisterFile.WriteRegister(int offset, byte value)
     {
-        switch (offset)
+        if (offset == 0)
         {
-            case 0:
-                NmiMasked = (value & 0x80) != 0;
-                _index = (byte)(value & 0x7F);
-                break;
-            case 1:
-                WriteRegister(_index, value);
-                break;
-            default:
-                break; // nothing decoded there
+            NmiMasked = (value & 0x80) != 0;
+            _index = (byte)(value & 0x7F);
         }
+        else WriteRegister(_index, value);
     }
 
     // ---- registers ----------------------------------------------------------------------------

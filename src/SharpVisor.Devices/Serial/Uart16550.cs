@@ -24,6 +24,7 @@ using System.Runtime.CompilerServices;
 using SharpVisor.Core.Bus;
 using SharpVisor.Core.Interrupts;
 using SharpVisor.Core.Time;
+using SharpVisor.Devices.Isa;
 
 namespace SharpVisor.Devices.Serial;
 
@@ -70,7 +71,7 @@ public struct Uart16550State
 /// <see cref="Receive"/>, and calls <see cref="OnTime"/> at <see cref="NextDeadlineNs"/> for the
 /// character timeout.
 /// </summary>
-public sealed class Uart16550 : IBusDevice, ITimedDevice
+public sealed class Uart16550 : IBusDevice, ITimedDevice, IByteRegisterFile
 {
     public const int FifoSize = 16;
     /// <summary>The standard PC UART crystal: 1.8432 MHz, 16 clocks per bit.</summary>
@@ -134,31 +135,22 @@ public sealed class Uart16550 : IBusDevice, ITimedDevice
 
     // ---- bus side ----
 
+    // Byte-wide registers: wider accesses become byte cycles (Isa/IsaByteCycles.cs).
     public ulong Read(ulong offset, int size)
     {
         PollTimeout();
-        // The UART is byte wide: a wider access is split into byte cycles by the ISA bus.
-        int n = Math.Clamp(size, 1, 8);
-        ulong v = 0;
-        for (int i = 0; i < n; i++)
-        {
-            ulong o = offset + (ulong)i;
-            ulong b = o < RegisterCount ? ReadRegister((int)o) : 0xFFUL;
-            v |= b << (8 * i);
-        }
-        return v;
+        return IsaByteCycles.Read(this, offset, size);
     }
 
     public void Write(ulong offset, int size, ulong value)
     {
         PollTimeout();
-        int n = Math.Clamp(size, 1, 8);
-        for (int i = 0; i < n; i++)
-        {
-            ulong o = offset + (ulong)i;
-            if (o < RegisterCount) WriteRegister((int)o, (byte)(value >> (8 * i)));
-        }
+        IsaByteCycles.Write(this, offset, size, value);
     }
+
+    int IByteRegisterFile.RegisterCount => RegisterCount;
+    byte IByteRegisterFile.ReadRegister(int offset) => ReadRegister(offset);
+    void IByteRegisterFile.WriteRegister(int offset, byte value) => WriteRegister(offset, value);
 
     private byte ReadRegister(int reg)
     {
