@@ -179,7 +179,7 @@ public sealed class CaseGenerator
 
         ShapeSpecialOperands(form, ref instr, ref state, window, ea, memBytes);
 
-        var writer = new ArrayWriter();
+        var writer = new ByteWriter();
         var encoder = Encoder.Create(64, writer);
         if (!encoder.TryEncode(instr, 0, out _, out error)) return false;
         var decoder = Decoder.Create(64, new ByteArrayCodeReader(writer.ToArray()), 0);
@@ -355,12 +355,5 @@ public sealed class CaseGenerator
         ulong v = 0;
         for (int i = Math.Min(bytes, 8) - 1; i >= 0; i--) v = (v << 8) | window[offset + i];
         return v;
-    }
-
-    private sealed class ArrayWriter : CodeWriter
-    {
-        private readonly List<byte> _bytes = new();
-        public override void WriteByte(byte value) => _bytes.Add(value);
-        public byte[] ToArray() => _bytes.ToArray();
     }
 }

@@ -105,19 +105,20 @@ public sealed class CasePreflight
                 return Refuse(c, $"undecodable bytes at +{at}");
             }
             var op = instr.OpCode;
-            string where = $"+{at} {instr}";
+            // Formatting an instruction costs microseconds and allocates: only for a verdict.
+            string Where() => $"+{at} {instr}";
 
             if (instr.HasLockPrefix && (!op.CanUseLockPrefix || instr.Op0Kind != OpKind.Memory))
-                return Fault(c, X86Exception.UD, $"{where}: LOCK not allowed here");
-            if (instr.FlowControl == FlowControl.Exception) return Fault(c, X86Exception.UD, $"{where}: undefined-opcode instruction");
-            if (instr.FlowControl != FlowControl.Next) return Refuse(c, $"{where}: changes control flow");
-            if (op.IsPrivileged || !op.Cpl3 || op.MayRequireCpl0 || op.IsInputOutput) return Refuse(c, $"{where}: privileged or I/O");
-            if (DeniedMnemonics.Contains(instr.Mnemonic)) return Refuse(c, $"{where}: would change host-wide state");
-            if (!_features.CanExecute(instr)) return Refuse(c, $"{where}: host lacks a CPUID feature");
+                return Fault(c, X86Exception.UD, $"{Where()}: LOCK not allowed here");
+            if (instr.FlowControl == FlowControl.Exception) return Fault(c, X86Exception.UD, $"{Where()}: undefined-opcode instruction");
+            if (instr.FlowControl != FlowControl.Next) return Refuse(c, $"{Where()}: changes control flow");
+            if (op.IsPrivileged || !op.Cpl3 || op.MayRequireCpl0 || op.IsInputOutput) return Refuse(c, $"{Where()}: privileged or I/O");
+            if (DeniedMnemonics.Contains(instr.Mnemonic)) return Refuse(c, $"{Where()}: would change host-wide state");
+            if (!_features.CanExecute(instr)) return Refuse(c, $"{Where()}: host lacks a CPUID feature");
             foreach (var f in instr.CpuidFeatures)
             {
-                if (x87Risky && X87Features.Contains(f)) return Refuse(c, $"{where}: x87 exception unmasked or pending");
-                if (simdRisky && SimdFeatures.Contains(f)) return Refuse(c, $"{where}: MXCSR exception unmasked");
+                if (x87Risky && X87Features.Contains(f)) return Refuse(c, $"{Where()}: x87 exception unmasked or pending");
+                if (simdRisky && SimdFeatures.Contains(f)) return Refuse(c, $"{Where()}: MXCSR exception unmasked");
             }
 
             var info = _infoFactory.GetInfo(instr);
@@ -125,18 +126,18 @@ public sealed class CasePreflight
             foreach (var mem in info.GetUsedMemory())
             {
                 if (mem.Access == OpAccess.NoMemAccess) continue;
-                if (mem.Segment is Register.FS or Register.GS) return Refuse(c, $"{where}: FS/GS-relative memory");
+                if (mem.Segment is Register.FS or Register.GS) return Refuse(c, $"{Where()}: FS/GS-relative memory");
                 if (!TryAddress(mem, instr, regs, known, out ulong address))
-                    return Refuse(c, $"{where}: address depends on a register written earlier in the snippet");
+                    return Refuse(c, $"{Where()}: address depends on a register written earlier in the snippet");
                 ulong size = (ulong)mem.MemorySize.GetSize();
                 if (size == 0) size = 1;
 
                 if (instr.IsStringInstruction && (instr.HasRepPrefix || instr.HasRepnePrefix))
                 {
-                    if (!known[1]) return Refuse(c, $"{where}: repeat count written earlier in the snippet");
+                    if (!known[1]) return Refuse(c, $"{Where()}: repeat count written earlier in the snippet");
                     ulong count = mem.AddressSize == CodeSize.Code32 ? (uint)regs.Gpr[1] : regs.Gpr[1];
                     if (count == 0) continue;
-                    if (count > NativeLayout.WindowSize) return Refuse(c, $"{where}: string operation leaves the window");
+                    if (count > NativeLayout.WindowSize) return Refuse(c, $"{Where()}: string operation leaves the window");
                     if (df) address -= (count - 1) * size;
                     size *= count;
                 }
@@ -144,15 +145,15 @@ public sealed class CasePreflight
                 {
                     // Register bit offsets reach beyond the operand (SDM Vol. 2A, BT): EA + size·floor(offset / bits).
                     var bitReg = instr.Op1Register;
-                    if (!known[Index(bitReg)]) return Refuse(c, $"{where}: bit offset written earlier in the snippet");
+                    if (!known[Index(bitReg)]) return Refuse(c, $"{Where()}: bit offset written earlier in the snippet");
                     int bits = (int)size * 8;
                     long offset = SignExtend(ReadRegister(regs, bitReg), bits);
                     address += (ulong)((offset >> (int)Math.Log2(bits)) * (long)size);
                 }
 
-                if (!InWindow(address, size, windowBase)) return Refuse(c, $"{where}: memory at {address:x} outside the window");
+                if (!InWindow(address, size, windowBase)) return Refuse(c, $"{Where()}: memory at {address:x} outside the window");
 
-                if (AlignmentFault(instr, op, size, address)) return Fault(c, X86Exception.GP, $"{where}: misaligned memory operand");
+                if (AlignmentFault(instr, op, size, address)) return Fault(c, X86Exception.GP, $"{Where()}: misaligned memory operand");
                 if (mem.Access is OpAccess.Write or OpAccess.CondWrite or OpAccess.ReadWrite or OpAccess.ReadCondWrite)
                     writesMemory = true;
             }
@@ -160,8 +161,8 @@ public sealed class CasePreflight
             if (instr.Mnemonic is Mnemonic.Div or Mnemonic.Idiv)
             {
                 var de = PredictDivide(instr, regs, known, memoryKnown, c.Window, windowBase, out string? why);
-                if (why is not null) return Refuse(c, $"{where}: {why}");
-                if (de) return Fault(c, X86Exception.DE, $"{where}: divisor zero or quotient too large");
+                if (why is not null) return Refuse(c, $"{Where()}: {why}");
+                if (de) return Fault(c, X86Exception.DE, $"{Where()}: divisor zero or quotient too large");
             }
 
             // Track what later instructions may rely on.
@@ -170,7 +171,7 @@ public sealed class CasePreflight
             {
                 if (used.Access is not (OpAccess.Write or OpAccess.CondWrite or OpAccess.ReadWrite or OpAccess.ReadCondWrite)) continue;
                 var r = used.Register;
-                if (r.IsSegmentRegister() || r.IsCR() || r.IsDR() || r.IsTR()) return Refuse(c, $"{where}: writes {r}");
+                if (r.IsSegmentRegister() || r.IsCR() || r.IsDR() || r.IsTR()) return Refuse(c, $"{Where()}: writes {r}");
                 if (r.IsGPR())
                 {
                     int idx = Index(r);

@@ -101,20 +101,11 @@ public sealed unsafe partial class HostCpu : IDisposable
         if (verdict is not null) return verdict;
 
         LoadSnippet(c.Code);
-
-        ushort relocated = c.EffectiveRelocatedGprs;
-        var input = c.Input;
-        input.Relocate(relocated, WindowBase);
-        // The context page is ours alone and 16-byte aligned: these copies stay inside it.
-        byte* ctx = _base + ContextOffset;
-        var inGpr = new Span<ulong>(ctx + CtxInGpr, 16);
-        for (int i = 0; i < 16; i++) inGpr[i] = input.Gpr[i];
-        *(ulong*)(ctx + CtxInRflags) = input.Rflags;
-        ((ReadOnlySpan<byte>)input.Fx).CopyTo(new Span<byte>(ctx + CtxInFx, 512));
         c.Window.CopyTo(new Span<byte>(_base + WindowOffset, NativeLayout.WindowSize));
+        ushort relocated = c.EffectiveRelocatedGprs;
+        Execute(c.Input, relocated);
 
-        _entry();
-
+        byte* ctx = _base + ContextOffset;
         var output = new NativeState();
         var outGpr = new ReadOnlySpan<ulong>(ctx + CtxOutGpr, 16);
         for (int i = 0; i < 16; i++) output.Gpr[i] = outGpr[i];
@@ -189,24 +180,31 @@ public sealed unsafe partial class HostCpu : IDisposable
         var writer = new ByteWriter();
         var result = a.Assemble(writer, rip, BlockEncoderOptions.ReturnNewInstructionOffsets);
         epilogueAddress = result.GetLabelRIP(epilogue);
-        if (writer.Bytes.Count > PageSize) throw new InvalidOperationException("trampoline does not fit a page");
-        return writer.Bytes.ToArray();
+        if (writer.Count > PageSize) throw new InvalidOperationException("trampoline does not fit a page");
+        return writer.ToArray();
+    }
+
+    /// <summary>Loads the input registers (relocated to host addresses) into the context page and runs the loaded snippet.</summary>
+    private void Execute(NativeState input, ushort relocated)
+    {
+        input.Relocate(relocated, WindowBase);
+        // The context page is ours alone and 16-byte aligned: these copies stay inside it.
+        byte* ctx = _base + ContextOffset;
+        var inGpr = new Span<ulong>(ctx + CtxInGpr, 16);
+        for (int i = 0; i < 16; i++) inGpr[i] = input.Gpr[i];
+        *(ulong*)(ctx + CtxInRflags) = input.Rflags;
+        ((ReadOnlySpan<byte>)input.Fx).CopyTo(new Span<byte>(ctx + CtxInFx, 512));
+        _entry();
     }
 
     private uint ReadHostMxcsrMask()
     {
         // An empty snippet runs FXRSTOR/FXSAVE of a default state; the saved host image carries MXCSR_MASK.
-        byte* ctx = _base + ContextOffset;
-        var empty = new NativeCase { Code = [], Input = NativeState.Initial() };
-        empty.Input.Rsp = NativeLayout.DefaultRsp;
-        LoadSnippet(empty.Code);
-        var input = empty.Input;
-        input.Relocate(NativeLayout.RspBit, WindowBase);
-        for (int i = 0; i < 16; i++) ((ulong*)(ctx + CtxInGpr))[i] = input.Gpr[i];
-        *(ulong*)(ctx + CtxInRflags) = input.Rflags;
-        ((ReadOnlySpan<byte>)input.Fx).CopyTo(new Span<byte>(ctx + CtxInFx, 512));
-        _entry();
-        uint mask = *(uint*)(ctx + CtxHostFx + FxSaveArea.MxcsrMaskOffset);
+        var input = NativeState.Initial();
+        input.Rsp = NativeLayout.DefaultRsp;
+        LoadSnippet([]);
+        Execute(input, NativeLayout.RspBit);
+        uint mask = *(uint*)(_base + ContextOffset + CtxHostFx + FxSaveArea.MxcsrMaskOffset);
         return mask == 0 ? 0xFFBFu : mask; // SDM Vol. 1 §11.6.6: zero means the default mask
     }
 
@@ -229,12 +227,6 @@ public sealed unsafe partial class HostCpu : IDisposable
         if (_disposed || _base == null) return;
         _disposed = true;
         munmap((nint)_base, MappingSize);
-    }
-
-    private sealed class ByteWriter : CodeWriter
-    {
-        public readonly List<byte> Bytes = new();
-        public override void WriteByte(byte value) => Bytes.Add(value);
     }
 
     [LibraryImport("libc", SetLastError = true)]

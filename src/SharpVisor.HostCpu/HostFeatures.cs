@@ -1,7 +1,7 @@
 // Which Iced CpuidFeature values the host can execute, from CPUID (SDM Vol. 2A, CPUID,
 // Tables 3-10/3-11 for leaf 1, leaf 7 sub-leaf 0, leaf 80000001h). Features that need OS support
-// for their register state (AVX, AVX2, FMA, F16C) are taken from .NET's IsSupported, which also
-// checks XCR0. A feature not listed here counts as absent: the harness refuses such instructions
+// for their register state (AVX, AVX2, FMA) are taken from .NET's IsSupported, which also
+// checks XCR0; F16C has no .NET IsSupported and so counts as absent. A feature not listed here counts as absent: the harness refuses such instructions
 // rather than risk SIGILL, and features whose instructions would break the host process
 // (FSGSBASE: WRFSBASE would move .NET's thread-local storage) are deliberately left out.
 using System.Runtime.Intrinsics.X86;

@@ -7,7 +7,8 @@
 // - KVM_EXIT_HLT → Halt; KVM_EXIT_SHUTDOWN and KVM_EXIT_SYSTEM_EVENT → Shutdown; KVM_EXIT_INTR
 //   and KVM_RUN's EINTR → Interrupted; KVM_EXIT_DEBUG → Debug; KVM_EXIT_IRQ_WINDOW_OPEN loops
 //   to inject; everything else (FAIL_ENTRY, INTERNAL_ERROR, UNKNOWN, unexpected) → InternalError
-//   with one line naming the exit, its sub-reason and CS:RIP.
+//   with one line naming the exit, its sub-reason and CS:RIP. A failing KVM_RUN, KVM_NMI or
+//   KVM_INTERRUPT is an InternalError too: nothing a guest does makes Run throw.
 // Interrupts without an in-kernel irqchip (api.rst, KVM_INTERRUPT): before each KVM_RUN, when
 // the InterruptSource has one and the last exit said ready_for_interrupt_injection with IF set,
 // the vector is acknowledged and queued with KVM_INTERRUPT; otherwise request_interrupt_window
@@ -135,7 +136,12 @@ public sealed unsafe class KvmVcpu : IVcpu
 
         while (true)
         {
-            InjectEvents(run);
+            string? failedIoctl = InjectEvents(run);
+            if (failedIoctl is not null)
+            {
+                int errno = Marshal.GetLastPInvokeError();
+                return InternalError($"{failedIoctl} failed: {Libc.ErrnoName(errno)} ({errno}) at {Where()}");
+            }
             if (Libc.ioctl(_fd, KvmH.KVM_RUN, 0) < 0)
             {
                 int errno = Marshal.GetLastPInvokeError();
@@ -227,12 +233,16 @@ public sealed unsafe class KvmVcpu : IVcpu
         }
     }
 
-    /// <summary>Queue an NMI (KVM_NMI on the vCPU thread) or ask for an interrupt window; no allocation.</summary>
-    private void InjectEvents(kvm_run* run)
+    /// <summary>
+    /// Queue an NMI (KVM_NMI on the vCPU thread) or an external interrupt, or ask for an interrupt
+    /// window; no allocation. Returns the name of the ioctl that failed (errno is then the last
+    /// P/Invoke error), or null: Run turns a failure into InternalError instead of throwing.
+    /// </summary>
+    private string? InjectEvents(kvm_run* run)
     {
         if (Volatile.Read(ref _nmiPending) != 0 && Interlocked.Exchange(ref _nmiPending, 0) != 0)
         {
-            KvmException.Check(Libc.ioctl(_fd, KvmH.KVM_NMI, 0), "KVM_NMI");
+            if (Libc.ioctl(_fd, KvmH.KVM_NMI, 0) < 0) return "KVM_NMI";
             _nmisInjected++;
         }
 
@@ -240,12 +250,12 @@ public sealed unsafe class KvmVcpu : IVcpu
         if (source is null || !source.HasInterrupt)
         {
             run->request_interrupt_window = 0;
-            return;
+            return null;
         }
         if (run->ready_for_interrupt_injection != 0 && run->if_flag != 0)
         {
             var irq = new kvm_interrupt { irq = source.Acknowledge() };
-            KvmException.Check(Libc.ioctl(_fd, KvmH.KVM_INTERRUPT, &irq), "KVM_INTERRUPT");
+            if (Libc.ioctl(_fd, KvmH.KVM_INTERRUPT, &irq) < 0) return "KVM_INTERRUPT";
             _interruptsInjected++;
             // KVM holds one queued interrupt; ask to come back once it is delivered if more wait.
             run->request_interrupt_window = source.HasInterrupt ? (byte)1 : (byte)0;
@@ -254,6 +264,7 @@ public sealed unsafe class KvmVcpu : IVcpu
         {
             run->request_interrupt_window = 1;
         }
+        return null;
     }
 
     private static ulong AllOnes(int size) => size >= 8 ? ulong.MaxValue : (1UL << (8 * size)) - 1;
@@ -261,7 +272,13 @@ public sealed unsafe class KvmVcpu : IVcpu
     private ExitReason Interrupted(kvm_run* run)
     {
         // The kick (if any) has done its work; a Kick after this point makes the next Run return at once.
+        // The full fence orders this store before the caller's next loads: a kicker publishes its
+        // request (a stop flag, a pending interrupt) and then sets immediate_exit = 1. Without the
+        // fence the store of 0 could sit in the store buffer while the caller reads the request as
+        // not yet made, then land after the kicker's 1 and erase that kick: the next KVM_RUN would
+        // not return for it. With it, either the caller sees the request or the kicker's 1 wins.
         run->immediate_exit = 0;
+        Interlocked.MemoryBarrier();
         return Simple(ExitReason.Interrupted, null);
     }
 

@@ -150,26 +150,18 @@ internal readonly struct WideFloat
     }
 
     /// <summary>atanh(t) = t + t³/3 + t⁵/5 + … for |t| ≤ 1/2.</summary>
-    public static WideFloat AtanhSeries(WideFloat t)
+    public static WideFloat AtanhSeries(WideFloat t) => OddPowerSeries(t, alternate: false);
+
+    /// <summary>atan(t) = t − t³/3 + t⁵/5 − … for |t| ≤ 1/4.</summary>
+    public static WideFloat AtanSeries(WideFloat t) => OddPowerSeries(t, alternate: true);
+
+    /// <summary>Σ (±1)^k·t^(2k+1)/(2k+1), summed until a term no longer reaches the working precision.</summary>
+    private static WideFloat OddPowerSeries(WideFloat t, bool alternate)
     {
-        WideFloat t2 = t * t, power = t, sum = t;
+        WideFloat t2 = alternate ? -(t * t) : t * t, power = t, sum = t;
         for (int k = 3; k < 2000; k += 2)
         {
             power *= t2;
-            WideFloat term = power.DivInt(k);
-            if (term.IsZero || IsNegligible(term, sum)) break;
-            sum += term;
-        }
-        return sum;
-    }
-
-    /// <summary>atan(t) = t − t³/3 + t⁵/5 − … for |t| ≤ 1/4.</summary>
-    public static WideFloat AtanSeries(WideFloat t)
-    {
-        WideFloat t2 = t * t, power = t, sum = t;
-        for (int k = 3; k < 2000; k += 2)
-        {
-            power = -(power * t2);
             WideFloat term = power.DivInt(k);
             if (term.IsZero || IsNegligible(term, sum)) break;
             sum += term;

@@ -135,11 +135,7 @@ public static partial class X87Math
             return Float80.Infinity(sign);
         }
         if (a.IsZero) return Float80.Zero(sign);
-        ulong sa = a.Significand, sb = b.Significand;
-        int ea = UnbiasedExponent(a), eb = UnbiasedExponent(b);
-        int la = Lzc64(sa), lb = Lzc64(sb);
-        sa <<= la; ea -= la;
-        sb <<= lb; eb -= lb;
+        ulong sa = NormalizedSignificand(a, out int ea), sb = NormalizedSignificand(b, out int eb);
         UInt128 q = DivideSignificands(sa, sb);
         return RoundPack80(ctx, sign, ea - eb + 1, q, ctx.PrecisionBits);
     }
@@ -168,11 +164,7 @@ public static partial class X87Math
         if (a.IsZero) return a;
         if (a.Sign) return InvalidResult(ctx);
         if (a.IsInfinity) return a;
-        ulong s = a.Significand;
-        int e = UnbiasedExponent(a);
-        int l = Lzc64(s);
-        s <<= l;
-        e -= l;
+        ulong s = NormalizedSignificand(a, out int e);
         // a = s·2^(e-63). Radicand X = s·2^(68+odd) so that e-63-68-odd is even.
         int scaled = e - 63 - 68;
         int odd = scaled & 1;
@@ -297,11 +289,7 @@ public static partial class X87Math
             exponent = Float80.PositiveInfinity;
             return a;
         }
-        ulong s = a.Significand;
-        int e = UnbiasedExponent(a);
-        int l = Lzc64(s);
-        s <<= l;
-        e -= l;
+        ulong s = NormalizedSignificand(a, out int e);
         exponent = FromInt64(e);
         return new Float80(a.Sign, Bias, s);
     }

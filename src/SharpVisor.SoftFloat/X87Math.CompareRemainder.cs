@@ -105,14 +105,7 @@ public static partial class X87Math
             return special;
         }
         if (b.IsInfinity || a.IsZero) return NormalizeExact(ctx, a);
-        ulong sa = a.Significand, sb = b.Significand;
-        int ea = UnbiasedExponent(a), eb = UnbiasedExponent(b);
-        int l = Lzc64(sa);
-        sa <<= l;
-        ea -= l;
-        l = Lzc64(sb);
-        sb <<= l;
-        eb -= l;
+        ulong sa = NormalizedSignificand(a, out int ea), sb = NormalizedSignificand(b, out int eb);
         int d = ea - eb;
         if (d < 0)
         {

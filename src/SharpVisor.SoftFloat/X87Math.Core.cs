@@ -208,4 +208,16 @@ public static partial class X87Math
     internal static UInt128 Mul64(ulong a, ulong b) => (UInt128)a * b;
 
     internal static int Lzc64(ulong v) => BitOperations.LeadingZeroCount(v);
+
+    /// <summary>
+    /// The significand of a finite nonzero value shifted so that J is set (denormals and
+    /// pseudo-denormals normalized), and the unbiased exponent of J after that shift.
+    /// </summary>
+    internal static ulong NormalizedSignificand(Float80 v, out int exponent)
+    {
+        ulong s = v.Significand;
+        int l = Lzc64(s);
+        exponent = UnbiasedExponent(v) - l;
+        return s << l;
+    }
 }

@@ -67,11 +67,7 @@ public static partial class X87Math
         }
         if (y.IsZero || cmpOne == 0) return Float80.Zero(y.Sign ^ (cmpOne < 0));
         // log2 x = e + ln(m)/ln 2 with m in [1, 2); ln m = 2·atanh((m−1)/(m+1)).
-        ulong s = x.Significand;
-        int e = UnbiasedExponent(x);
-        int l = Lzc64(s);
-        s <<= l;
-        e -= l;
+        ulong s = NormalizedSignificand(x, out int e);
         WideFloat m = new(s, -63);
         WideFloat one = WideFloat.FromInt(1);
         bool exact = s == Float80.IntegerBit;

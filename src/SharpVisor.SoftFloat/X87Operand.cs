@@ -20,36 +20,28 @@ public readonly struct X87Operand
 
     public static implicit operator X87Operand(Float80 value) => new(value, value.IsDenormal);
 
-    public static X87Operand FromFloat32(uint bits)
-    {
-        bool sign = (bits >> 31) != 0;
-        int exp = (int)((bits >> 23) & 0xFF);
-        ulong frac = bits & 0x7FFFFF;
-        if (exp == 0xFF)
-            return new(new Float80(sign, Float80.MaxExponent, Float80.IntegerBit | (frac << 40)), false);
-        if (exp == 0)
-        {
-            if (frac == 0) return new(Float80.Zero(sign), false);
-            int l = System.Numerics.BitOperations.LeadingZeroCount(frac);
-            return new(new Float80(sign, Float80.ExponentBias - 126 - (l - 40), frac << l), true);
-        }
-        return new(new Float80(sign, exp - 127 + Float80.ExponentBias, Float80.IntegerBit | (frac << 40)), false);
-    }
+    public static X87Operand FromFloat32(uint bits) => Widen(bits, exponentBits: 8, fractionBits: 23);
 
-    public static X87Operand FromFloat64(ulong bits)
+    public static X87Operand FromFloat64(ulong bits) => Widen(bits, exponentBits: 11, fractionBits: 52);
+
+    /// <summary>Exact widening of an IEEE 754 binary32/binary64 encoding (SDM Vol. 1 §4.2.2).</summary>
+    private static X87Operand Widen(ulong bits, int exponentBits, int fractionBits)
     {
-        bool sign = (bits >> 63) != 0;
-        int exp = (int)((bits >> 52) & 0x7FF);
-        ulong frac = bits & 0xF_FFFF_FFFF_FFFF;
-        if (exp == 0x7FF)
-            return new(new Float80(sign, Float80.MaxExponent, Float80.IntegerBit | (frac << 11)), false);
+        bool sign = ((bits >> (exponentBits + fractionBits)) & 1) != 0;
+        int exponentAll = (1 << exponentBits) - 1, bias = exponentAll >> 1;
+        int exp = (int)((bits >> fractionBits) & (ulong)exponentAll);
+        ulong frac = bits & ((1UL << fractionBits) - 1);
+        int align = 63 - fractionBits; // moves the fraction's top bit just below J
+        if (exp == exponentAll)
+            return new(new Float80(sign, Float80.MaxExponent, Float80.IntegerBit | (frac << align)), false);
         if (exp == 0)
         {
             if (frac == 0) return new(Float80.Zero(sign), false);
+            // A denormal is 0.frac·2^(1−bias): normalize so the leading one becomes J.
             int l = System.Numerics.BitOperations.LeadingZeroCount(frac);
-            return new(new Float80(sign, Float80.ExponentBias - 1022 - (l - 11), frac << l), true);
+            return new(new Float80(sign, Float80.ExponentBias - (bias - 1) - (l - align), frac << l), true);
         }
-        return new(new Float80(sign, exp - 1023 + Float80.ExponentBias, Float80.IntegerBit | (frac << 11)), false);
+        return new(new Float80(sign, exp - bias + Float80.ExponentBias, Float80.IntegerBit | (frac << align)), false);
     }
 
     /// <summary>FIADD/FIMUL/FICOM… m16/m32 integer source (always exact).</summary>

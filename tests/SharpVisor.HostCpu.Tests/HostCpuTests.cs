@@ -1,26 +1,13 @@
 using Xunit;
 using Iced.Intel;
 using static Iced.Intel.AssemblerRegisters;
-using static SharpVisor.HostCpu.Tests.Snippet;
+using static SharpVisor.HostCpu.NativeSnippet;
 
 namespace SharpVisor.HostCpu.Tests;
 
 /// <summary>The native harness against results fixed by the SDM.</summary>
-public sealed class HostCpuTests : IDisposable
+public sealed class HostCpuTests : HostCpuTestBase
 {
-    private readonly HostCpu? _cpu = HostFeatures.IsHostSupported ? new HostCpu() : null;
-
-    public void Dispose() => _cpu?.Dispose();
-
-    private HostCpu Cpu
-    {
-        get
-        {
-            if (_cpu is null) Assert.Skip("native execution needs Linux on x86-64");
-            return _cpu!;
-        }
-    }
-
     private NativeResult RunCompleted(NativeCase c)
     {
         var r = Cpu.Run(c);
@@ -31,7 +18,7 @@ public sealed class HostCpuTests : IDisposable
     [Fact]
     public void Add32_overflow_sets_documented_flags_and_zero_extends()
     {
-        var c = Case(Asm(a => a.add(eax, ebx)));
+        var c = Case(Assemble(a => a.add(eax, ebx)));
         c.Input.Rax = 0xFFFF_FFFF_7FFF_FFFF;
         c.Input.Rbx = 1;
         var r = RunCompleted(c);
@@ -44,7 +31,7 @@ public sealed class HostCpuTests : IDisposable
     [Fact]
     public void Sub8_borrow_preserves_upper_bits()
     {
-        var c = Case(Asm(a => a.sub(al, 1)));
+        var c = Case(Assemble(a => a.sub(al, 1)));
         c.Input.Rax = 0x1234_5678_9ABC_DE00;
         var r = RunCompleted(c);
         Assert.Equal(0x1234_5678_9ABC_DEFFUL, r.Output.Rax);
@@ -71,7 +58,7 @@ public sealed class HostCpuTests : IDisposable
     [Fact]
     public void Pushfq_sees_the_input_flags_on_the_guest_stack()
     {
-        var c = Case(Asm(a => { a.pushfq(); a.pop(rax); }));
+        var c = Case(Assemble(a => { a.pushfq(); a.pop(rax); }));
         c.Input.Rflags = RflagsBits.Reserved1 | RflagsBits.CF | RflagsBits.ZF | RflagsBits.DF;
         var r = RunCompleted(c);
         Assert.Equal(RflagsBits.CF | RflagsBits.ZF | RflagsBits.DF, r.Output.Rax & RflagsBits.Settable);
@@ -83,7 +70,7 @@ public sealed class HostCpuTests : IDisposable
     [Fact]
     public void Push_pop_moves_through_the_stack_area()
     {
-        var c = Case(Asm(a => { a.push(rbx); a.push(rdx); a.pop(rcx); }));
+        var c = Case(Assemble(a => { a.push(rbx); a.push(rdx); a.pop(rcx); }));
         c.Input.Rbx = 0x1122_3344_5566_7788;
         c.Input.Rdx = 0xCAFE_F00D_DEAD_BEEF;
         var r = RunCompleted(c);
@@ -97,7 +84,7 @@ public sealed class HostCpuTests : IDisposable
     {
         var window = new byte[NativeLayout.WindowSize];
         BitConverter.TryWriteBytes(window.AsSpan(0x110), 0x0BAD_C0DE_0000_0001UL);
-        var c = Case(Asm(a => a.xchg(__qword_ptr[r8 + 0x10], rax)), relocated: 1 << 8, window: window);
+        var c = Case(Assemble(a => a.xchg(__qword_ptr[r8 + 0x10], rax)), relocated: 1 << 8, window: window);
         c.Input.Gpr[8] = 0x100;
         c.Input.Rax = 0x7777_6666_5555_4444;
         var r = RunCompleted(c);
@@ -121,13 +108,13 @@ public sealed class HostCpuTests : IDisposable
     [Fact]
     public void Sse_arithmetic_uses_input_xmm_and_rounding_mode()
     {
-        var add = Case(Asm(a => a.paddd(xmm1, xmm2)));
+        var add = Case(Assemble(a => a.paddd(xmm1, xmm2)));
         add.Input.SetXmm(1, new UInt128(0x0000_0001_FFFF_FFFF, 0x7FFF_FFFF_0000_0010));
         add.Input.SetXmm(2, new UInt128(0x0000_0001_0000_0001, 0x0000_0001_0000_0001));
         var r = RunCompleted(add);
         Assert.Equal(new UInt128(0x0000_0002_0000_0000, 0x8000_0000_0000_0011), r.Output.GetXmm(1));
 
-        var cvt = Case(Asm(a => a.cvtsd2si(eax, xmm0)));
+        var cvt = Case(Assemble(a => a.cvtsd2si(eax, xmm0)));
         cvt.Input.SetXmm(0, BitConverter.DoubleToUInt64Bits(2.7));
         Assert.Equal(3UL, RunCompleted(cvt).Output.Rax); // default: round to nearest
         cvt.Input.Mxcsr = NativeState.DefaultMxcsr | 0x6000; // RC = toward zero
@@ -155,12 +142,12 @@ public sealed class HostCpuTests : IDisposable
     [Fact]
     public void X87_arithmetic_runs_on_the_input_stack()
     {
-        var c = Case(Asm(a => a.fadd(st0, st1)));
+        var c = Case(Assemble(a => a.fadd(st0, st1)));
         c.Input.SetX87Stack([X87One, X87Two]);
         var r = RunCompleted(c);
         Assert.Equal(X87Three, r.Output.GetSt(0));
 
-        var push = Case(Asm(a => { a.fld1(); a.fld1(); a.faddp(st1, st0); }));
+        var push = Case(Assemble(a => { a.fld1(); a.fld1(); a.faddp(st1, st0); }));
         r = RunCompleted(push);
         Assert.Equal(X87Two, r.Output.GetSt(0));
         Assert.Equal(7, (r.Output.Fsw >> 11) & 7);
@@ -170,24 +157,24 @@ public sealed class HostCpuTests : IDisposable
     [Fact]
     public void Division_faults_are_predicted_not_executed()
     {
-        var byZero = Case(Asm(a => a.div(rcx)));
+        var byZero = Case(Assemble(a => a.div(rcx)));
         byZero.Input.Rcx = 0;
         var r = Cpu.Run(byZero);
         Assert.Equal(NativeOutcome.Fault, r.Outcome);
         Assert.Equal(X86Exception.DE, r.Exception);
 
-        var overflow = Case(Asm(a => a.idiv(ecx)));
+        var overflow = Case(Assemble(a => a.idiv(ecx)));
         overflow.Input.Rax = 0x8000_0000;
         overflow.Input.Rdx = 0xFFFF_FFFF; // EDX:EAX = -2^31
         overflow.Input.Rcx = 0xFFFF_FFFF; // -1
         Assert.Equal(X86Exception.DE, Cpu.Run(overflow).Exception);
 
-        var tooBig = Case(Asm(a => a.div(cl)));
+        var tooBig = Case(Assemble(a => a.div(cl)));
         tooBig.Input.Rax = 0x1000;
         tooBig.Input.Rcx = 0x10; // quotient 0x100 does not fit AL
         Assert.Equal(X86Exception.DE, Cpu.Run(tooBig).Exception);
 
-        var fromMemory = Case(Asm(a => a.div(__dword_ptr[r9])), relocated: 1 << 9);
+        var fromMemory = Case(Assemble(a => a.div(__dword_ptr[r9])), relocated: 1 << 9);
         fromMemory.Input.Gpr[9] = 0x40; // window holds zeros: divisor 0
         var fm = Cpu.Run(fromMemory);
         Assert.True(fm.Exception == X86Exception.DE, fm.ToString());
@@ -197,7 +184,7 @@ public sealed class HostCpuTests : IDisposable
     public void Idiv_quotient_of_signed_minimum_is_not_a_fault()
     {
         // SDM IDIV: #DE only when the quotient is outside [-2^(n-1), 2^(n-1)-1]; -128 fits.
-        var c = Case(Asm(a => a.idiv(cl)));
+        var c = Case(Assemble(a => a.idiv(cl)));
         c.Input.Rax = 0xFF00; // -256
         c.Input.Rcx = 2;
         var r = RunCompleted(c);
@@ -207,17 +194,17 @@ public sealed class HostCpuTests : IDisposable
     [Fact]
     public void Unsafe_snippets_are_refused()
     {
-        Assert.Equal(NativeOutcome.Refused, Cpu.Run(Case(Asm(a => a.mov(rax, __qword_ptr[r8 + 0x3000])), relocated: 1 << 8)).Outcome);
-        Assert.Equal(NativeOutcome.Refused, Cpu.Run(Case(Asm(a => a.mov(rax, __qword_ptr[r8])))).Outcome); // r8 not relocated
-        Assert.Equal(NativeOutcome.Refused, Cpu.Run(Case(Asm(a => a.hlt()))).Outcome);
-        Assert.Equal(NativeOutcome.Refused, Cpu.Run(Case(Asm(a => a.rdtsc()))).Outcome);
-        Assert.Equal(NativeOutcome.Refused, Cpu.Run(Case(Asm(a => a.popfq()))).Outcome);
-        Assert.Equal(NativeOutcome.Refused, Cpu.Run(Case(Asm(a => a.mov(fs, ax)))).Outcome);
+        Assert.Equal(NativeOutcome.Refused, Cpu.Run(Case(Assemble(a => a.mov(rax, __qword_ptr[r8 + 0x3000])), relocated: 1 << 8)).Outcome);
+        Assert.Equal(NativeOutcome.Refused, Cpu.Run(Case(Assemble(a => a.mov(rax, __qword_ptr[r8])))).Outcome); // r8 not relocated
+        Assert.Equal(NativeOutcome.Refused, Cpu.Run(Case(Assemble(a => a.hlt()))).Outcome);
+        Assert.Equal(NativeOutcome.Refused, Cpu.Run(Case(Assemble(a => a.rdtsc()))).Outcome);
+        Assert.Equal(NativeOutcome.Refused, Cpu.Run(Case(Assemble(a => a.popfq()))).Outcome);
+        Assert.Equal(NativeOutcome.Refused, Cpu.Run(Case(Assemble(a => a.mov(fs, ax)))).Outcome);
         Assert.Equal(NativeOutcome.Refused, Cpu.Run(Case([0x64, 0x48, 0x8B, 0x04, 0x25, 0, 0, 0, 0])).Outcome); // mov rax, fs:[0]
         Assert.Equal(NativeOutcome.Refused, Cpu.Run(Case([0xEB, 0x00])).Outcome); // jmp $+2
         Assert.Equal(NativeOutcome.Refused, Cpu.Run(Case([0x48])).Outcome); // a lone REX prefix does not decode
         // The address depends on r8 after the first instruction changed it.
-        var dependent = Case(Asm(a => { a.mov(r8, rax); a.mov(rbx, __qword_ptr[r8]); }), relocated: 1 << 8);
+        var dependent = Case(Assemble(a => { a.mov(r8, rax); a.mov(rbx, __qword_ptr[r8]); }), relocated: 1 << 8);
         Assert.Equal(NativeOutcome.Refused, Cpu.Run(dependent).Outcome);
     }
 
@@ -228,23 +215,23 @@ public sealed class HostCpuTests : IDisposable
         Assert.Equal(X86Exception.UD, Cpu.Run(lockReg).Exception);
         Assert.Equal(X86Exception.UD, Cpu.Run(Case([0x0F, 0x0B])).Exception); // ud2
 
-        var unaligned = Case(Asm(a => a.cmpxchg16b(__xmmword_ptr[r10 + 8])), relocated: 1 << 10);
+        var unaligned = Case(Assemble(a => a.cmpxchg16b(__xmmword_ptr[r10 + 8])), relocated: 1 << 10);
         unaligned.Input.Gpr[10] = 0x100;
         Assert.Equal(X86Exception.GP, Cpu.Run(unaligned).Exception);
-        var aligned = Case(Asm(a => a.cmpxchg16b(__xmmword_ptr[r10 + 0x10])), relocated: 1 << 10);
+        var aligned = Case(Assemble(a => a.cmpxchg16b(__xmmword_ptr[r10 + 0x10])), relocated: 1 << 10);
         aligned.Input.Gpr[10] = 0x100;
         Assert.Equal(NativeOutcome.Completed, Cpu.Run(aligned).Outcome);
 
-        var movdqa = Case(Asm(a => a.movdqa(xmm0, __xmmword_ptr[r10 + 4])), relocated: 1 << 10);
+        var movdqa = Case(Assemble(a => a.movdqa(xmm0, __xmmword_ptr[r10 + 4])), relocated: 1 << 10);
         Assert.Equal(X86Exception.GP, Cpu.Run(movdqa).Exception);
-        var movdqu = Case(Asm(a => a.movdqu(xmm0, __xmmword_ptr[r10 + 4])), relocated: 1 << 10);
+        var movdqu = Case(Assemble(a => a.movdqu(xmm0, __xmmword_ptr[r10 + 4])), relocated: 1 << 10);
         Assert.Equal(NativeOutcome.Completed, Cpu.Run(movdqu).Outcome);
     }
 
     [Fact]
     public void Bt_register_offset_outside_the_window_is_refused()
     {
-        var c = Case(Asm(a => a.bts(__dword_ptr[r11], eax)), relocated: 1 << 11);
+        var c = Case(Assemble(a => a.bts(__dword_ptr[r11], eax)), relocated: 1 << 11);
         c.Input.Gpr[11] = 0x100;
         c.Input.Rax = 0x7FFF_FFFF; // 256 MiB past the operand
         Assert.Equal(NativeOutcome.Refused, Cpu.Run(c).Outcome);
@@ -256,7 +243,7 @@ public sealed class HostCpuTests : IDisposable
     [Fact]
     public void Rep_stosb_writes_the_counted_range()
     {
-        var c = Case(Asm(a => a.rep.stosb()), relocated: 1 << 7);
+        var c = Case(Assemble(a => a.rep.stosb()), relocated: 1 << 7);
         c.Input.Rdi = 0x200;
         c.Input.Rcx = 0x20;
         c.Input.Rax = 0xAB;
@@ -271,12 +258,12 @@ public sealed class HostCpuTests : IDisposable
     [Fact]
     public void Unmasked_floating_point_exceptions_are_refused()
     {
-        var c = Case(Asm(a => a.divsd(xmm0, xmm1)));
+        var c = Case(Assemble(a => a.divsd(xmm0, xmm1)));
         c.Input.Mxcsr = 0x1F80 & ~0x0200u; // unmask #Z
         Assert.Equal(NativeOutcome.Refused, Cpu.Run(c).Outcome);
         c.Input.Mxcsr = 0xFFFF_0000 | NativeState.DefaultMxcsr; // reserved bits
         Assert.Equal(NativeOutcome.Refused, Cpu.Run(c).Outcome);
-        var x87 = Case(Asm(a => a.fld1()));
+        var x87 = Case(Assemble(a => a.fld1()));
         x87.Input.Fcw = 0x037B; // #Z unmasked
         Assert.Equal(NativeOutcome.Refused, Cpu.Run(x87).Outcome);
     }

@@ -7,7 +7,7 @@ namespace SharpVisor.Kvm.Tests;
 /// <summary>A KVM VM with guest memory and one vCPU for a test; skips the test when /dev/kvm is unusable.</summary>
 internal sealed class TestVm : IDisposable
 {
-    public GuestMemory Memory { get; } = new();
+    public GuestMemory Memory { get; }
     public KvmEngine Engine { get; }
     public IVcpu Vcpu { get; }
 
@@ -16,11 +16,21 @@ internal sealed class TestVm : IDisposable
 
     public TestVm(ulong ramBytes = 0x10_0000, int vcpuCount = 1, int vcpuIndex = 0, Action<GuestMemory>? extraRegions = null)
     {
-        SkipUnlessAvailable();
-        Memory.AddRegion(0, ramBytes, "ram");
-        extraRegions?.Invoke(Memory);
-        Engine = new KvmEngine(Memory, vcpuCount);
-        Vcpu = Engine.CreateVcpu(vcpuIndex);
+        SkipUnlessAvailable(); // before anything is allocated: a skip leaves nothing to dispose
+        Memory = new GuestMemory();
+        try
+        {
+            Memory.AddRegion(0, ramBytes, "ram");
+            extraRegions?.Invoke(Memory);
+            Engine = new KvmEngine(Memory, vcpuCount);
+            Vcpu = Engine.CreateVcpu(vcpuIndex);
+        }
+        catch
+        {
+            Engine?.Dispose();
+            Memory.Dispose();
+            throw;
+        }
     }
 
     public static void SkipUnlessAvailable()

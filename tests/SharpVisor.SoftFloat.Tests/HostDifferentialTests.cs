@@ -22,9 +22,7 @@ public sealed class HostDifferentialTests
 
     private static int CasesFor(X87Op op)
     {
-        int total = DefaultTotalCases;
-        string? env = Environment.GetEnvironmentVariable("SHARPVISOR_FPU_CASES");
-        if (env is not null && int.TryParse(env, out int n) && n > 0) total = n;
+        int total = OperandGenerator.ConfiguredCaseCount() ?? DefaultTotalCases;
         // Weight the rounding-heavy operations twice.
         int weight = op is X87Op.Add or X87Op.Sub or X87Op.Mul or X87Op.Div or X87Op.Sqrt or X87Op.Prem
             or X87Op.Prem1 or X87Op.StoreF32 or X87Op.StoreF64 or X87Op.Scale ? 2 : 1;

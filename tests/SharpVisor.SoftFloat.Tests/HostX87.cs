@@ -1,9 +1,14 @@
-// A native x87 runner for differential tests: each operation is a tiny machine-code stub
-// (System V x86-64, rdi = data block) in an mmap'd page that loads operands with FLD m80/FLD m32/...,
-// sets FCW with FLDCW, runs one instruction, saves FSW with FNSTSW and stores results. Every stub
-// starts and ends with FNINIT so the caller's x87 state (FCW is callee-saved) is the default again.
-using System.Runtime.InteropServices;
+// The host's x87 for differential tests, run through SharpVisor.HostCpu's native harness: each
+// operation is one x87 instruction assembled once, run with the operands already on the register
+// stack (ST0 = a, ST1 = b, loaded with the FCW by the harness's FXRSTOR) and any memory operand at
+// [R8] in the case's window; the results are read back from the harness's FXSAVE image (ST0, ST1,
+// FSW) and the window. The harness refuses x87 code while an exception is unmasked (an unmasked
+// fault would kill the process with SIGFPE), so callers pass control words with all six masked.
+using Iced.Intel;
+using SharpVisor.HostCpu;
 using SharpVisor.SoftFloat;
+using static Iced.Intel.AssemblerRegisters;
+using Cpu = SharpVisor.HostCpu.HostCpu;
 
 namespace SharpVisor.SoftFloat.Tests;
 
@@ -19,147 +24,108 @@ public enum X87Op
     F2xm1, Fyl2x, Fyl2xp1, Fsin, Fcos, Fsincos, Fptan, Fpatan,
 }
 
+/// <summary>ST0 and ST1 after the instruction, the 10 bytes at the memory operand, and FSW.</summary>
 public readonly record struct HostResult(Float80 R1, Float80 R2, ulong Mem, ushort MemHigh, ushort Sw);
 
-internal sealed unsafe partial class HostX87 : IDisposable
+internal sealed class HostX87 : IDisposable
 {
-    private const int OffA = 0, OffB = 16, OffR1 = 32, OffSw = 48, OffCw = 50, OffMem = 64, OffR2 = 80;
-    private const int PageSize = 4096;
-    private readonly byte* _code;
-    private readonly byte* _data;
-    private readonly nint[] _entries = new nint[Enum.GetValues<X87Op>().Length];
+    /// <summary>Window offset of the memory operand (inside the harness's data area).</summary>
+    private const int MemOffset = 0x100;
+    private const ushort R8Bit = 1 << 8;
 
-    public static bool IsSupported =>
-        RuntimeInformation.ProcessArchitecture == Architecture.X64 && OperatingSystem.IsLinux();
+    private readonly Cpu _cpu = new();
+    // One case per operation, assembled on first use and reused: only its input and the
+    // memory operand's bytes change from run to run.
+    private readonly NativeCase?[] _cases = new NativeCase?[Enum.GetValues<X87Op>().Length];
 
-    [LibraryImport("libc", SetLastError = true)]
-    private static partial nint mmap(nint addr, nuint length, int prot, int flags, int fd, nint offset);
-
-    [LibraryImport("libc", SetLastError = true)]
-    private static partial int mprotect(nint addr, nuint length, int prot);
-
-    [LibraryImport("libc", SetLastError = true)]
-    private static partial int munmap(nint addr, nuint length);
-
-    private const int ProtRead = 1, ProtWrite = 2, ProtExec = 4, MapPrivate = 2, MapAnonymous = 0x20;
-
-    public HostX87()
-    {
-        nint page = mmap(0, PageSize, ProtRead | ProtWrite, MapPrivate | MapAnonymous, -1, 0);
-        if (page == -1) throw new InvalidOperationException($"mmap failed: errno {Marshal.GetLastPInvokeError()}");
-        _code = (byte*)page;
-        _data = (byte*)NativeMemory.AlignedAlloc(128, 64);
-        NativeMemory.Clear(_data, 128);
-        var buf = new List<byte>();
-        foreach (X87Op op in Enum.GetValues<X87Op>())
-        {
-            _entries[(int)op] = page + buf.Count;
-            buf.AddRange(Stub(op));
-            while (buf.Count % 16 != 0) buf.Add(0xCC);
-        }
-        if (buf.Count > PageSize) throw new InvalidOperationException("stubs exceed one page");
-        // Safe: the page is ours, writable and large enough (checked above).
-        buf.ToArray().CopyTo(new Span<byte>(_code, PageSize));
-        if (mprotect(page, PageSize, ProtRead | ProtExec) != 0)
-            throw new InvalidOperationException($"mprotect failed: errno {Marshal.GetLastPInvokeError()}");
-    }
-
-    // ModRM with mod = 01 (disp8), rm = 111 (rdi).
-    private static byte[] Mem(byte opcode, int reg, int disp) => [opcode, (byte)(0x47 | (reg << 3)), (byte)disp];
-    private static byte[] FldA => Mem(0xDB, 5, OffA);
-    private static byte[] FldB => Mem(0xDB, 5, OffB);
-    private static byte[] Fnstsw => Mem(0xDD, 7, OffSw);
-    private static byte[] FstpR1 => Mem(0xDB, 7, OffR1);
-    private static byte[] FstpR2 => Mem(0xDB, 7, OffR2);
-
-    private static byte[] Stub(X87Op op)
-    {
-        var s = new List<byte> { 0xDB, 0xE3 }; // fninit
-        s.AddRange(Mem(0xD9, 5, OffCw)); // fldcw
-        void Binary(byte b0, byte b1) { s.AddRange(FldB); s.AddRange(FldA); s.Add(b0); s.Add(b1); s.AddRange(Fnstsw); s.AddRange(FstpR1); }
-        void Unary(byte b0, byte b1) { s.AddRange(FldA); s.Add(b0); s.Add(b1); s.AddRange(Fnstsw); s.AddRange(FstpR1); }
-        void Store(byte opc, int reg) { s.AddRange(FldA); s.AddRange(Mem(opc, reg, OffMem)); s.AddRange(Fnstsw); }
-        void MemOp(byte opc, int reg) { s.AddRange(FldA); s.AddRange(Mem(opc, reg, OffMem)); s.AddRange(Fnstsw); s.AddRange(FstpR1); }
-        void Load(byte opc, int reg) { s.AddRange(Mem(opc, reg, OffMem)); s.AddRange(Fnstsw); s.AddRange(FstpR1); }
-        switch (op)
-        {
-            case X87Op.Add: Binary(0xD8, 0xC1); break;
-            case X87Op.Sub: Binary(0xD8, 0xE1); break;
-            case X87Op.Mul: Binary(0xD8, 0xC9); break;
-            case X87Op.Div: Binary(0xD8, 0xF1); break;
-            case X87Op.Prem: Binary(0xD9, 0xF8); break;
-            case X87Op.Prem1: Binary(0xD9, 0xF5); break;
-            case X87Op.Scale: Binary(0xD9, 0xFD); break;
-            case X87Op.Com: Binary(0xD8, 0xD1); break;
-            case X87Op.Ucom: Binary(0xDD, 0xE1); break;
-            case X87Op.Sqrt: Unary(0xD9, 0xFA); break;
-            case X87Op.Rndint: Unary(0xD9, 0xFC); break;
-            case X87Op.Tst: Unary(0xD9, 0xE4); break;
-            case X87Op.Xam: Unary(0xD9, 0xE5); break;
-            case X87Op.Xtract: Unary(0xD9, 0xF4); s.AddRange(FstpR2); break;
-            case X87Op.LoadF32: Load(0xD9, 0); break;
-            case X87Op.LoadF64: Load(0xDD, 0); break;
-            case X87Op.LoadI16: Load(0xDF, 0); break;
-            case X87Op.LoadI32: Load(0xDB, 0); break;
-            case X87Op.LoadI64: Load(0xDF, 5); break;
-            case X87Op.LoadBcd: Load(0xDF, 4); break;
-            case X87Op.StoreF32: Store(0xD9, 2); break;
-            case X87Op.StoreF64: Store(0xDD, 2); break;
-            case X87Op.StoreI16: Store(0xDF, 2); break;
-            case X87Op.StoreI32: Store(0xDB, 2); break;
-            case X87Op.StoreI64: Store(0xDF, 7); break;
-            case X87Op.StoreTtI16: Store(0xDF, 1); break;
-            case X87Op.StoreTtI32: Store(0xDB, 1); break;
-            case X87Op.StoreTtI64: Store(0xDD, 1); break;
-            case X87Op.StoreBcd: Store(0xDF, 6); break;
-            case X87Op.F2xm1: Unary(0xD9, 0xF0); break;
-            case X87Op.Fsin: Unary(0xD9, 0xFE); break;
-            case X87Op.Fcos: Unary(0xD9, 0xFF); break;
-            case X87Op.Fsincos: Unary(0xD9, 0xFB); s.AddRange(FstpR2); break;
-            case X87Op.Fptan: Unary(0xD9, 0xF2); s.AddRange(FstpR2); break;
-            case X87Op.Fyl2x: Binary(0xD9, 0xF1); break;
-            case X87Op.Fyl2xp1: Binary(0xD9, 0xF9); break;
-            case X87Op.Fpatan: Binary(0xD9, 0xF3); break;
-            case X87Op.AddM32: MemOp(0xD8, 0); break;
-            case X87Op.MulM64: MemOp(0xDC, 1); break;
-            case X87Op.DivM32: MemOp(0xD8, 6); break;
-            case X87Op.DivrM64: MemOp(0xDC, 7); break;
-            case X87Op.SubrM32: MemOp(0xD8, 5); break;
-            case X87Op.IaddM16: MemOp(0xDE, 0); break;
-            case X87Op.IdivM32: MemOp(0xDA, 6); break;
-            case X87Op.ComM64: MemOp(0xDC, 2); break;
-            case X87Op.IcomM32: MemOp(0xDA, 2); break;
-        }
-        s.AddRange([0xDB, 0xE3, 0xC3]); // fninit; ret
-        return s.ToArray();
-    }
+    public static bool IsSupported => HostFeatures.IsHostSupported;
 
     public HostResult Run(X87Op op, ushort cw, Float80 a, Float80 b, ulong mem = 0, ushort memHigh = 0)
     {
-        byte* d = _data;
-        *(ulong*)(d + OffA) = a.Significand;
-        *(ushort*)(d + OffA + 8) = a.SignExponent;
-        *(ulong*)(d + OffB) = b.Significand;
-        *(ushort*)(d + OffB + 8) = b.SignExponent;
-        *(ushort*)(d + OffCw) = cw;
-        *(ulong*)(d + OffMem) = mem;
-        *(ushort*)(d + OffMem + 8) = memHigh;
-        *(ulong*)(d + OffR1) = 0;
-        *(ushort*)(d + OffR1 + 8) = 0;
-        *(ulong*)(d + OffR2) = 0;
-        *(ushort*)(d + OffR2 + 8) = 0;
-        // Safe: the stub only touches the 128-byte data block passed in rdi and the x87 state,
-        // which it resets with FNINIT before returning.
-        ((delegate* unmanaged<byte*, void>)_entries[(int)op])(d);
+        var c = _cases[(int)op] ??= NativeSnippet.Case(NativeSnippet.Assemble(asm => Emit(asm, op)), relocated: R8Bit);
+        var input = NativeState.Initial();
+        input.Rsp = NativeLayout.DefaultRsp;
+        input.Gpr[8] = MemOffset;
+        input.Fcw = cw;
+        Span<UInt128> stack = [ToRegister(a), ToRegister(b)];
+        input.SetX87Stack(stack[..Operands(op)]);
+        c.Input = input;
+        BitConverter.TryWriteBytes(c.Window.AsSpan(MemOffset), mem);
+        BitConverter.TryWriteBytes(c.Window.AsSpan(MemOffset + 8), memHigh);
+
+        var r = _cpu.Run(c);
+        if (r.Outcome != NativeOutcome.Completed)
+            throw new InvalidOperationException($"{op} cw={cw:X4}: the harness did not run it ({r})");
         return new HostResult(
-            new Float80(*(ushort*)(d + OffR1 + 8), *(ulong*)(d + OffR1)),
-            new Float80(*(ushort*)(d + OffR2 + 8), *(ulong*)(d + OffR2)),
-            *(ulong*)(d + OffMem), *(ushort*)(d + OffMem + 8), *(ushort*)(d + OffSw));
+            FromRegister(r.Output.GetSt(0)), FromRegister(r.Output.GetSt(1)),
+            BitConverter.ToUInt64(r.Window, MemOffset), BitConverter.ToUInt16(r.Window, MemOffset + 8), r.Output.Fsw);
     }
 
-    public void Dispose()
+    /// <summary>How many register operands the instruction takes from the stack (ST0, then ST1).</summary>
+    private static int Operands(X87Op op) => op switch
     {
-        munmap((nint)_code, PageSize);
-        NativeMemory.AlignedFree(_data);
+        X87Op.Add or X87Op.Sub or X87Op.Mul or X87Op.Div or X87Op.Prem or X87Op.Prem1 or X87Op.Scale or X87Op.Com
+            or X87Op.Ucom or X87Op.Fyl2x or X87Op.Fyl2xp1 or X87Op.Fpatan => 2,
+        X87Op.LoadF32 or X87Op.LoadF64 or X87Op.LoadI16 or X87Op.LoadI32 or X87Op.LoadI64 or X87Op.LoadBcd => 0,
+        _ => 1,
+    };
+
+    private static void Emit(Assembler a, X87Op op)
+    {
+        switch (op)
+        {
+            case X87Op.Add: a.fadd(st0, st1); break;
+            case X87Op.Sub: a.fsub(st0, st1); break;
+            case X87Op.Mul: a.fmul(st0, st1); break;
+            case X87Op.Div: a.fdiv(st0, st1); break;
+            case X87Op.Prem: a.fprem(); break;
+            case X87Op.Prem1: a.fprem1(); break;
+            case X87Op.Scale: a.fscale(); break;
+            case X87Op.Com: a.fcom(st0, st1); break;
+            case X87Op.Ucom: a.fucom(st0, st1); break;
+            case X87Op.Sqrt: a.fsqrt(); break;
+            case X87Op.Rndint: a.frndint(); break;
+            case X87Op.Tst: a.ftst(); break;
+            case X87Op.Xam: a.fxam(); break;
+            case X87Op.Xtract: a.fxtract(); break;
+            case X87Op.LoadF32: a.fld(__dword_ptr[r8]); break;
+            case X87Op.LoadF64: a.fld(__qword_ptr[r8]); break;
+            case X87Op.LoadI16: a.fild(__word_ptr[r8]); break;
+            case X87Op.LoadI32: a.fild(__dword_ptr[r8]); break;
+            case X87Op.LoadI64: a.fild(__qword_ptr[r8]); break;
+            case X87Op.LoadBcd: a.fbld(__tword_ptr[r8]); break;
+            case X87Op.StoreF32: a.fst(__dword_ptr[r8]); break;
+            case X87Op.StoreF64: a.fst(__qword_ptr[r8]); break;
+            case X87Op.StoreI16: a.fist(__word_ptr[r8]); break;
+            case X87Op.StoreI32: a.fist(__dword_ptr[r8]); break;
+            case X87Op.StoreI64: a.fistp(__qword_ptr[r8]); break;
+            case X87Op.StoreTtI16: a.fisttp(__word_ptr[r8]); break;
+            case X87Op.StoreTtI32: a.fisttp(__dword_ptr[r8]); break;
+            case X87Op.StoreTtI64: a.fisttp(__qword_ptr[r8]); break;
+            case X87Op.StoreBcd: a.fbstp(__tword_ptr[r8]); break;
+            case X87Op.F2xm1: a.f2xm1(); break;
+            case X87Op.Fsin: a.fsin(); break;
+            case X87Op.Fcos: a.fcos(); break;
+            case X87Op.Fsincos: a.fsincos(); break;
+            case X87Op.Fptan: a.fptan(); break;
+            case X87Op.Fyl2x: a.fyl2x(); break;
+            case X87Op.Fyl2xp1: a.fyl2xp1(); break;
+            case X87Op.Fpatan: a.fpatan(); break;
+            case X87Op.AddM32: a.fadd(__dword_ptr[r8]); break;
+            case X87Op.MulM64: a.fmul(__qword_ptr[r8]); break;
+            case X87Op.DivM32: a.fdiv(__dword_ptr[r8]); break;
+            case X87Op.DivrM64: a.fdivr(__qword_ptr[r8]); break;
+            case X87Op.SubrM32: a.fsubr(__dword_ptr[r8]); break;
+            case X87Op.IaddM16: a.fiadd(__word_ptr[r8]); break;
+            case X87Op.IdivM32: a.fidiv(__dword_ptr[r8]); break;
+            case X87Op.ComM64: a.fcom(__qword_ptr[r8]); break;
+            case X87Op.IcomM32: a.ficom(__dword_ptr[r8]); break;
+            default: throw new ArgumentOutOfRangeException(nameof(op), op, null);
+        }
     }
+
+    private static UInt128 ToRegister(Float80 v) => (UInt128)v.SignExponent << 64 | v.Significand;
+    private static Float80 FromRegister(UInt128 v) => new((ushort)(v >> 64), (ulong)v);
+
+    public void Dispose() => _cpu.Dispose();
 }

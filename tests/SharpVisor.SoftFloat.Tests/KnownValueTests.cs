@@ -112,7 +112,7 @@ public sealed class KnownValueTests
         var ctx = new FpuContext();
         // 5 rem 3: quotient 5/3 → 2, remainder −1; FPREM gives quotient 1, remainder 2.
         Float80 five = X87Math.FromInt64(5);
-        Assert.Equal(X87Math.FromInt64(-1), X87Math.IeeeRemainder(ctx, five, Three));
+        Assert.Equal(One.Negate(), X87Math.IeeeRemainder(ctx, five, Three));
         Assert.True(ctx.C3 && !ctx.C1 && !ctx.C0); // Q = 2
         Assert.Equal(Two, X87Math.PartialRemainder(ctx, five, Three));
         Assert.True(ctx.C1 && !ctx.C3 && !ctx.C0); // Q = 1
@@ -124,7 +124,7 @@ public sealed class KnownValueTests
         var ctx = new FpuContext();
         byte[] bcd = [0x89, 0x67, 0x45, 0x23, 0x01, 0x89, 0x67, 0x45, 0x23, 0x80];
         Float80 v = X87Math.FromPackedBcd(bcd);
-        Assert.Equal(X87Math.FromInt64(-234_567_890_123_456_789), v);
+        Assert.Equal(F(0xC038, 0xD056_9035_A160_4540), v); // −234567890123456789 = −0x3415A40D6858115 exactly
         var back = new byte[10];
         X87Math.ToPackedBcd(ctx, v, back);
         Assert.Equal(bcd, back);

@@ -9,6 +9,10 @@ internal sealed class OperandGenerator(int seed)
 {
     private readonly Random _rng = new(seed);
 
+    /// <summary>SHARPVISOR_FPU_CASES: the total differential case count asked for, or null for the default.</summary>
+    public static int? ConfiguredCaseCount() =>
+        int.TryParse(Environment.GetEnvironmentVariable("SHARPVISOR_FPU_CASES"), out int n) && n > 0 ? n : null;
+
     private static readonly Float80[] Specials =
     [
         new(0x0000, 0), new(0x8000, 0),

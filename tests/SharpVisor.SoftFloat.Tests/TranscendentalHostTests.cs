@@ -12,11 +12,7 @@ public sealed class TranscendentalHostTests
     public static TheoryData<X87Op> Ops() =>
         [X87Op.F2xm1, X87Op.Fyl2x, X87Op.Fyl2xp1, X87Op.Fsin, X87Op.Fcos, X87Op.Fsincos, X87Op.Fptan, X87Op.Fpatan];
 
-    private static int Cases()
-    {
-        string? env = Environment.GetEnvironmentVariable("SHARPVISOR_FPU_CASES");
-        return env is not null && int.TryParse(env, out int n) && n > 0 ? Math.Max(500, n / 1000) : 1000;
-    }
+    private static int Cases() => OperandGenerator.ConfiguredCaseCount() is { } n ? Math.Max(500, n / 1000) : 1000;
 
     /// <summary>Distance in units of the 64-bit last place between two finite values of one sign.</summary>
     private static UInt128 UlpDistance(Float80 a, Float80 b)
