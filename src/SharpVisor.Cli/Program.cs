@@ -13,13 +13,23 @@ namespace SharpVisor.Cli;
 /// </summary>
 public static class Program
 {
-    public static int Main(string[] args)
+    public static int Main(string[] args) => Guarded(() =>
+    {
+        var parse = BuildRoot().Parse(args);
+        return parse.Errors.Count > 0 ? UsageError(parse.Errors[0].Message) : parse.Invoke();
+    });
+
+    /// <summary>
+    /// Runs a command body so that no failure reaches the user as a stack trace: configuration
+    /// and image errors are one line and exit code 2, anything else one line and exit code 6.
+    /// Every command action goes through this, because System.CommandLine would otherwise catch
+    /// exceptions from actions itself and print them whole.
+    /// </summary>
+    internal static int Guarded(Func<int> body)
     {
         try
         {
-            return BuildRoot().Parse(args) is var parse && parse.Errors.Count > 0
-                ? UsageError(parse.Errors[0].Message)
-                : parse.Invoke();
+            return body();
         }
         catch (VmmException e)
         {
@@ -28,7 +38,6 @@ public static class Program
         }
         catch (Exception e)
         {
-            // Never a stack trace for the user: one line that names the failure.
             Console.Error.WriteLine($"sharpvisor: internal error: {e.GetType().Name}: {e.Message}");
             return ExitCodes.InternalError;
         }
@@ -69,20 +78,20 @@ public static class Program
         var root = new RootCommand("SharpVisor: an x86 virtual machine monitor (software engine or KVM)");
         var rootOpts = new RunOptions();
         rootOpts.AddTo(root);
-        root.SetAction(p => p.GetValue(rootOpts.Kernel) == null
+        root.SetAction(p => Guarded(() => p.GetValue(rootOpts.Kernel) == null
             ? UsageError("no command given: use 'sharpvisor run --kernel FILE' or 'sharpvisor demo'")
-            : RunCommand(p, rootOpts));
+            : RunCommand(p, rootOpts)));
 
         var run = new Command("run", "boot a kernel (Linux bzImage or Multiboot)");
         var runOpts = new RunOptions();
         runOpts.AddTo(run);
-        run.SetAction(p => RunCommand(p, runOpts));
+        run.SetAction(p => Guarded(() => RunCommand(p, runOpts)));
         root.Subcommands.Add(run);
 
         var demo = new Command("demo", "boot the built-in demo guest: mode switches, rings, sensitive instructions, system calls, page faults");
         var demoEngine = new Option<string>("--engine") { Description = "software or kvm", DefaultValueFactory = _ => "software" };
         demo.Options.Add(demoEngine);
-        demo.SetAction(p => DemoCommand(p.GetValue(demoEngine)!));
+        demo.SetAction(p => Guarded(() => DemoCommand(p.GetValue(demoEngine)!)));
         root.Subcommands.Add(demo);
         return root;
     }
