@@ -118,6 +118,7 @@ public sealed unsafe partial class SoftwareVcpu : IVcpu
         s.Cr0 = _cr0; s.Cr2 = _cr2; s.Cr3 = _cr3; s.Cr4 = _cr4; s.Cr8 = _cr8; s.Efer = _efer;
         s.Msrs.Clear();
         foreach (var kv in _msrs) s.Msrs[kv.Key] = kv.Value;
+        GetFpuState(s);
     }
 
     public void SetState(VcpuState s)
@@ -130,6 +131,7 @@ public sealed unsafe partial class SoftwareVcpu : IVcpu
         _ldtr = s.Ldtr; _tr = s.Tr; _gdtr = s.Gdtr; _idtr = s.Idtr;
         _cr0 = s.Cr0 | Cr0.ET; _cr2 = s.Cr2; _cr3 = s.Cr3; _cr4 = s.Cr4; _cr8 = s.Cr8; _efer = s.Efer;
         foreach (var kv in s.Msrs) _msrs[kv.Key] = kv.Value;
+        SetFpuState(s);
         _halted = false;
         _interruptShadow = false;
         _inputCount = _inputPos = 0; _awaitingInput = false;

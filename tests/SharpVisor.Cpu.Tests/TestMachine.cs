@@ -18,10 +18,13 @@ internal sealed class TestMachine : IDisposable
     public ulong InValue { get; set; } = 0x5A;
     public int? ExitCode { get; private set; }
 
-    public TestMachine(ulong ramMiB = 16)
+    public TestMachine(ulong ramMiB = 16) : this(false, ramMiB) { }
+
+    /// <param name="fpuModel">Present the x87/SSE CPU model (CPUID FPU, SSE, XSAVE, CR4.OSXSAVE allowed).</param>
+    public TestMachine(bool fpuModel, ulong ramMiB = 16)
     {
         Memory.AddRegion(0, ramMiB << 20, "ram");
-        Engine = new SoftwareEngine(Memory);
+        Engine = new SoftwareEngine(Memory, fpuModel ? new CpuModel { HasFpu = true } : null);
         Cpu = Engine.CreateVcpu(0);
     }
 
@@ -77,6 +80,28 @@ internal sealed class TestMachine : IDisposable
             }
         }
         throw new TimeoutException("guest did not finish");
+    }
+
+    /// <summary>
+    /// Puts the vCPU in 64-bit mode at <paramref name="entry"/> with the first 1 GiB identity-mapped
+    /// (2 MiB pages at 0x10000) and flat segments, CR4.OSFXSR|OSXMMEXCPT set as an OS would.
+    /// Returns the state so a test can adjust it before <c>Cpu.SetState</c> (already applied).
+    /// </summary>
+    public VcpuState EnterLong64(ulong entry, ulong rsp = 0x80000)
+    {
+        const ulong pml4 = 0x10000;
+        Memory.Write(pml4, (pml4 + 0x1000) | 3);
+        Memory.Write(pml4 + 0x1000, (pml4 + 0x2000) | 3);
+        for (ulong k = 0; k < 512; k++) Memory.Write(pml4 + 0x2000 + k * 8, (k << 21) | 0x83);
+        var s = VcpuState.Protected32(entry);
+        s.Cs = SegmentRegister.Flat(0x08, code: true, longMode: true);
+        s.Cr0 = 0x8000_0033; // PG NE ET MP PE
+        s.Cr3 = pml4;
+        s.Cr4 = 0x20 | 0x200 | 0x400; // PAE OSFXSR OSXMMEXCPT
+        s.Efer = 0x500;               // LME LMA
+        s.Rsp = rsp;
+        Cpu.SetState(s);
+        return s;
     }
 
     public VcpuState State()

@@ -83,6 +83,14 @@ public sealed class VcpuState
     public ulong ApicBase = 0xFEE0_0900;
     /// <summary>MSRs beyond the fields above (STAR, LSTAR, SYSENTER_*, KERNEL_GS_BASE, PAT, TSC …).</summary>
     public readonly Dictionary<uint, ulong> Msrs = new();
+    /// <summary>
+    /// x87, MMX and SSE state as the 512-byte FXSAVE64 image (SDM Vol. 1 §10.5.1, Table 10-2): the
+    /// architectural exchange format (KVM's kvm_fpu and the XSAVE legacy region carry the same fields).
+    /// See <see cref="FxSaveLayout"/> for the offsets.
+    /// </summary>
+    public readonly byte[] FxSave = FxSaveLayout.AfterReset();
+    /// <summary>XCR0, the XSAVE feature mask (bit 0, x87, is always set).</summary>
+    public ulong Xcr0 = 1;
 
     public ulong Rax { get => Gpr[0]; set => Gpr[0] = value; }
     public ulong Rcx { get => Gpr[1]; set => Gpr[1] = value; }
@@ -132,6 +140,8 @@ public sealed class VcpuState
         Es = o.Es; Cs = o.Cs; Ss = o.Ss; Ds = o.Ds; Fs = o.Fs; Gs = o.Gs; Ldtr = o.Ldtr; Tr = o.Tr;
         Gdtr = o.Gdtr; Idtr = o.Idtr;
         Cr0 = o.Cr0; Cr2 = o.Cr2; Cr3 = o.Cr3; Cr4 = o.Cr4; Cr8 = o.Cr8; Efer = o.Efer; ApicBase = o.ApicBase;
+        o.FxSave.CopyTo(FxSave, 0);
+        Xcr0 = o.Xcr0;
         Msrs.Clear();
         foreach (var kv in o.Msrs) Msrs[kv.Key] = kv.Value;
     }

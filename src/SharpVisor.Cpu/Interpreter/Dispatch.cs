@@ -98,13 +98,13 @@ public sealed unsafe partial class SoftwareVcpu
 
         byte second = _excVector;
         if (first == Vector.DF)
-            return TripleFault($"exception {second} while delivering #DF");
+            return TripleFault($"{Vector.Name(second)} while delivering #DF");
         bool df = (Vector.IsContributory(first) && Vector.IsContributory(second))
             || (first == Vector.PF && (second == Vector.PF || Vector.IsContributory(second)));
         if (df)
         {
             st = DeliverException(Vector.DF, true, 0);
-            if (st == Status.Fault) return TripleFault($"exception {_excVector} while delivering #DF (after {first}, then {second})");
+            if (st == Status.Fault) return TripleFault($"{Vector.Name(_excVector)} while delivering #DF (after {Vector.Name(first)}, then {Vector.Name(second)})");
             return st;
         }
         // Benign combination: the second exception is delivered instead, serially.
@@ -116,10 +116,10 @@ public sealed unsafe partial class SoftwareVcpu
             if ((Vector.IsContributory(second) && Vector.IsContributory(third)) || (second == Vector.PF && (third == Vector.PF || Vector.IsContributory(third))))
             {
                 st = DeliverException(Vector.DF, true, 0);
-                if (st == Status.Fault) return TripleFault($"exception {_excVector} while delivering #DF");
+                if (st == Status.Fault) return TripleFault($"{Vector.Name(_excVector)} while delivering #DF (after {Vector.Name(first)}, then {Vector.Name(second)}, then {Vector.Name(third)})");
                 return st;
             }
-            return TripleFault($"exception {third} while delivering {second} (after {first})");
+            return TripleFault($"{Vector.Name(third)} while delivering {Vector.Name(second)} (after {Vector.Name(first)})");
         }
         return st;
     }

@@ -261,11 +261,19 @@ public sealed unsafe partial class SoftwareVcpu
                 if (m == Mnemonic.Stac) _flags |= Rflags.AC; else _flags &= ~Rflags.AC;
                 UpdateTlbClass();
                 return Status.Ok;
+            case Mnemonic.Movnti: return Mov(ref i);
+
+            // x87/SSE state management
+            case Mnemonic.Emms: case Mnemonic.Ldmxcsr: case Mnemonic.Stmxcsr:
+            case Mnemonic.Fxsave: case Mnemonic.Fxsave64: case Mnemonic.Fxrstor: case Mnemonic.Fxrstor64:
             case Mnemonic.Xgetbv: case Mnemonic.Xsetbv:
-                return (_cr4 & Cr4.OSXSAVE) == 0 ? UD() : Unsupported(i.Mnemonic.ToString().ToUpperInvariant());
+            case Mnemonic.Xsave: case Mnemonic.Xsave64: case Mnemonic.Xsaveopt: case Mnemonic.Xsaveopt64:
+            case Mnemonic.Xsavec: case Mnemonic.Xsavec64: case Mnemonic.Xrstor: case Mnemonic.Xrstor64:
+            case Mnemonic.Xsaves: case Mnemonic.Xsaves64: case Mnemonic.Xrstors: case Mnemonic.Xrstors64:
+                return StateManagement(ref i, m);
         }
         if (i.OpCount >= 1 && IsMovSystem(ref i)) return MovSystem(ref i);
-        return Unsupported($"instruction {FormatInstruction(ref i)}");
+        return ExecuteFpuSimd(ref i);
     }
 
     private static int ConditionOf(ConditionCode cc) => cc switch

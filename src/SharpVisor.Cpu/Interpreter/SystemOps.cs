@@ -102,7 +102,9 @@ public sealed unsafe partial class SoftwareVcpu
 
     internal Status WriteCr4(ulong v)
     {
-        if ((v & ~Cr4Supported) != 0) return GP(0);
+        if ((v & ~Cr4Supported) != 0 && (v & ~Cr4Supported) != Cr4.OSXSAVE) return GP(0);
+        // OSXSAVE exists exactly when CPUID advertises XSAVE (with the FPU).
+        if ((v & Cr4.OSXSAVE) != 0 && !_model.HasFpu) return GP(0);
         if (_longMode && (v & Cr4.PAE) == 0) return GP(0);
         if ((v & (Cr4.VME | Cr4.PVI)) != 0) return Unsupported("CR4.VME/PVI (virtual-8086 mode extensions)");
         ulong changed = _cr4 ^ v;

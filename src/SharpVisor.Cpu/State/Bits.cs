@@ -37,6 +37,13 @@ public static class Vector
     public const byte DE = 0, DB = 1, NMI = 2, BP = 3, OF = 4, BR = 5, UD = 6, NM = 7, DF = 8,
         TS = 10, NP = 11, SS = 12, GP = 13, PF = 14, MF = 16, AC = 17, MC = 18, XM = 19;
 
+    private static readonly string[] s_names =
+        ["#DE", "#DB", "NMI", "#BP", "#OF", "#BR", "#UD", "#NM", "#DF", "#CSO", "#TS", "#NP", "#SS", "#GP", "#PF", "#15",
+         "#MF", "#AC", "#MC", "#XM", "#VE", "#CP"];
+
+    /// <summary>The SDM's mnemonic of an exception vector ("#GP"), or "vector N".</summary>
+    public static string Name(int v) => v < s_names.Length ? s_names[v] : $"vector {v}";
+
     /// <summary>Exceptions that push an error code.</summary>
     public static bool HasErrorCode(int v) => v is DF or TS or NP or SS or GP or PF or AC;
 

@@ -2,7 +2,7 @@ namespace SharpVisor.Cpu;
 
 /// <summary>
 /// The processor the software engine presents through CPUID: one coherent model that
-/// advertises only what the engine implements (no x87/SSE until the FPU lands, no AVX,
+/// advertises only what the engine implements (x87, MMX, SSE–SSE4.2 and XSAVE for x87/SSE state; no AVX,
 /// no x2APIC, no PCID, no TSX). Leaves are computed here, not copied from the host.
 /// </summary>
 public sealed class CpuModel
@@ -40,7 +40,7 @@ public sealed class CpuModel
                     | (1u << 12) | (1u << 13) | (1u << 15) | (1u << 16) | (1u << 19);
                 if (HasFpu)
                 {
-                    ecx |= (1u << 0) | (1u << 9) | (1u << 19) | (1u << 20);
+                    ecx |= (1u << 0) | (1u << 9) | (1u << 19) | (1u << 20) | (1u << 26); // SSE3 SSSE3 SSE4.1 SSE4.2 XSAVE
                     edx |= (1u << 0) | (1u << 23) | (1u << 24) | (1u << 25) | (1u << 26); // FPU MMX FXSR SSE SSE2
                 }
                 break;
@@ -58,8 +58,12 @@ public sealed class CpuModel
                 else if (subleaf == 1) { eax = (uint)Math.Ceiling(Math.Log2(Math.Max(cpuCount, 1))); ebx = (uint)cpuCount; ecx |= 2 << 8; }
                 edx = (uint)apicId;
                 break;
-            case 0xD:
-                break; // XSAVE not advertised yet
+            case 0xD when HasFpu:
+                // XSAVE components: x87 (bit 0) and SSE (bit 1), both inside the 512-byte legacy region,
+                // so every enabled combination needs 512 + the 64-byte header (SDM Vol. 1 §13.2).
+                if (subleaf == 0) { eax = 3; ebx = 576; ecx = 576; }
+                else if (subleaf == 1) { eax = (1u << 0) | (1u << 1); ebx = 576; } // XSAVEOPT, XSAVEC; no XSAVES
+                break;
             case 0x8000_0000:
                 eax = 0x8000_0008;
                 break;
