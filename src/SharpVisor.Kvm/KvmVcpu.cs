@@ -13,6 +13,7 @@
 // the InterruptSource has one and the last exit said ready_for_interrupt_injection with IF set,
 // the vector is acknowledged and queued with KVM_INTERRUPT; otherwise request_interrupt_window
 // makes KVM exit as soon as the guest can take it. Kick: see KickSignal.cs.
+using System.Buffers.Binary;
 using System.Runtime.InteropServices;
 using SharpVisor.Core.Interrupts;
 using SharpVisor.Core.Vcpu;
@@ -363,6 +364,7 @@ public sealed unsafe class KvmVcpu : IVcpu
         state.Cr0 = sregs.cr0; state.Cr2 = sregs.cr2; state.Cr3 = sregs.cr3; state.Cr4 = sregs.cr4; state.Cr8 = sregs.cr8;
         state.Efer = sregs.efer;
         state.ApicBase = sregs.apic_base;
+        GetFpu(state.FxSave);
 
         state.Msrs.Clear();
         if (_msrs.Length == 0) return;
@@ -401,6 +403,7 @@ public sealed unsafe class KvmVcpu : IVcpu
             rflags = state.Rflags,
         };
         KvmException.Check(Libc.ioctl(_fd, KvmH.KVM_SET_REGS, &regs), "KVM_SET_REGS");
+        SetFpu(state.FxSave);
 
         if (state.Msrs.Count == 0) return;
         byte* buf = stackalloc byte[sizeof(kvm_msrs) + MaxMsrs * sizeof(kvm_msr_entry)];
@@ -417,6 +420,77 @@ public sealed unsafe class KvmVcpu : IVcpu
         int set = KvmException.Check(Libc.ioctl(_fd, KvmH.KVM_SET_MSRS, buf), "KVM_SET_MSRS");
         if (set < n)
             throw new KvmException("KVM_SET_MSRS", $"MSR 0x{entries[set].index:x} = 0x{entries[set].data:x} was rejected");
+    }
+
+    private const int KvmXsaveSize = 4096;
+
+    /// <summary>
+    /// x87/SSE state. KVM_GET_XSAVE/KVM_SET_XSAVE carry the whole legacy region in FXSAVE layout (the
+    /// XSAVE standard form); KVM_GET_FPU/KVM_SET_FPU, the fallback, do not transfer MXCSR at all.
+    /// </summary>
+    private void GetFpu(byte[] fx)
+    {
+        byte* xs = stackalloc byte[KvmXsaveSize];
+        if (Libc.ioctl(_fd, KvmH.KVM_GET_XSAVE, xs) == 0)
+        {
+            new ReadOnlySpan<byte>(xs, FxSaveLayout.Size).CopyTo(fx);
+            // Components whose XSTATE_BV bit is clear are in their initial state, whatever the bytes say.
+            ulong xstateBv = *(ulong*)(xs + 512);
+            if ((xstateBv & 1) == 0) { fx.AsSpan(0, 24).Clear(); fx.AsSpan(32, 128).Clear(); fx[0] = 0x7F; fx[1] = 0x03; }
+            if ((xstateBv & 2) == 0) fx.AsSpan(FxSaveLayout.Xmm, 256).Clear();
+            return;
+        }
+        GetFpuLegacy(fx);
+    }
+
+    private void SetFpu(byte[] fx)
+    {
+        byte* xs = stackalloc byte[KvmXsaveSize];
+        if (Libc.ioctl(_fd, KvmH.KVM_GET_XSAVE, xs) == 0)
+        {
+            new ReadOnlySpan<byte>(fx, 0, FxSaveLayout.Size - 96).CopyTo(new Span<byte>(xs, FxSaveLayout.Size - 96));
+            *(ulong*)(xs + 512) |= 3; // x87 and SSE now come from the image
+            KvmException.Check(Libc.ioctl(_fd, KvmH.KVM_SET_XSAVE, xs), "KVM_SET_XSAVE");
+            return;
+        }
+        SetFpuLegacy(fx);
+    }
+
+    /// <summary>kvm_fpu carries the FXSAVE fields in its own order; FxSaveLayout has the image's offsets.</summary>
+    private void GetFpuLegacy(byte[] fx)
+    {
+        kvm_fpu f;
+        KvmException.Check(Libc.ioctl(_fd, KvmH.KVM_GET_FPU, &f), "KVM_GET_FPU");
+        Array.Clear(fx);
+        var span = fx.AsSpan();
+        BinaryPrimitives.WriteUInt16LittleEndian(span[FxSaveLayout.Fcw..], f.fcw);
+        BinaryPrimitives.WriteUInt16LittleEndian(span[FxSaveLayout.Fsw..], f.fsw);
+        fx[FxSaveLayout.Ftw] = f.ftwx;
+        BinaryPrimitives.WriteUInt16LittleEndian(span[FxSaveLayout.Fop..], f.last_opcode);
+        BinaryPrimitives.WriteUInt64LittleEndian(span[FxSaveLayout.Fip..], f.last_ip);
+        BinaryPrimitives.WriteUInt64LittleEndian(span[FxSaveLayout.Fdp..], f.last_dp);
+        BinaryPrimitives.WriteUInt32LittleEndian(span[FxSaveLayout.Mxcsr..], f.mxcsr);
+        BinaryPrimitives.WriteUInt32LittleEndian(span[FxSaveLayout.MxcsrMask..], 0xFFFF);
+        new ReadOnlySpan<byte>(f.fpr, 8 * 16).CopyTo(span[FxSaveLayout.St..]);
+        new ReadOnlySpan<byte>(f.xmm, 16 * 16).CopyTo(span[FxSaveLayout.Xmm..]);
+    }
+
+    private void SetFpuLegacy(byte[] fx)
+    {
+        var span = (ReadOnlySpan<byte>)fx;
+        var f = new kvm_fpu
+        {
+            fcw = BinaryPrimitives.ReadUInt16LittleEndian(span[FxSaveLayout.Fcw..]),
+            fsw = BinaryPrimitives.ReadUInt16LittleEndian(span[FxSaveLayout.Fsw..]),
+            ftwx = fx[FxSaveLayout.Ftw],
+            last_opcode = BinaryPrimitives.ReadUInt16LittleEndian(span[FxSaveLayout.Fop..]),
+            last_ip = BinaryPrimitives.ReadUInt64LittleEndian(span[FxSaveLayout.Fip..]),
+            last_dp = BinaryPrimitives.ReadUInt64LittleEndian(span[FxSaveLayout.Fdp..]),
+            mxcsr = BinaryPrimitives.ReadUInt32LittleEndian(span[FxSaveLayout.Mxcsr..]),
+        };
+        span.Slice(FxSaveLayout.St, 8 * 16).CopyTo(new Span<byte>(f.fpr, 8 * 16));
+        span.Slice(FxSaveLayout.Xmm, 16 * 16).CopyTo(new Span<byte>(f.xmm, 16 * 16));
+        KvmException.Check(Libc.ioctl(_fd, KvmH.KVM_SET_FPU, &f), "KVM_SET_FPU");
     }
 
     private static kvm_segment ToKvm(in SegmentRegister s)

@@ -164,6 +164,14 @@ public sealed class ControlTests
         s.Msrs[Msr.Sfmask] = 0x4_7700;
         s.Msrs[Msr.KernelGsBase] = 0xFFFF_8880_0000_0000;
         s.Msrs[Msr.Pat] = 0x0007_0406_0007_0406;
+        // x87/SSE state through KVM_SET_FPU/KVM_GET_FPU: FCW, FSW, tags, MXCSR, ST and XMM registers.
+        var fx = s.FxSave;
+        fx[0] = 0x7F; fx[1] = 0x02;        // FCW 027F
+        fx[2] = 0x01; fx[3] = 0x38;        // FSW: IE, TOP = 7
+        fx[4] = 0x80;                       // R7 valid
+        fx[24] = 0x80; fx[25] = 0x7F;       // MXCSR 7F80 (RC = toward zero)
+        for (int b = 0; b < 10; b++) fx[32 + b] = (byte)(0x10 + b);
+        for (int b = 0; b < 256; b++) fx[160 + b] = (byte)(b * 5 + 1);
         vm.Vcpu.SetState(s);
 
         var g = vm.State();
@@ -195,6 +203,10 @@ public sealed class ControlTests
             Assert.True(value == v, $"MSR {msr:x}: set {value:x}, got {v:x}");
         }
         Assert.True(g.Msrs.ContainsKey(Msr.Tsc));
+        Assert.Equal(s.FxSave.AsSpan(0, 6).ToArray(), g.FxSave.AsSpan(0, 6).ToArray());
+        Assert.Equal(s.FxSave.AsSpan(24, 4).ToArray(), g.FxSave.AsSpan(24, 4).ToArray());
+        Assert.Equal(s.FxSave.AsSpan(32, 10).ToArray(), g.FxSave.AsSpan(32, 10).ToArray());
+        Assert.Equal(s.FxSave.AsSpan(160, 256).ToArray(), g.FxSave.AsSpan(160, 256).ToArray());
 
         // A second SetState of what GetState returned is accepted unchanged.
         vm.Vcpu.SetState(g);

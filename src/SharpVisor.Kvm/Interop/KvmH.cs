@@ -37,6 +37,8 @@ internal static class KvmH
     public const uint KVM_SET_MSRS = 0x4008AE89;                 // _IOW(KVMIO, 0x89, struct kvm_msrs)
     public const uint KVM_GET_FPU = 0x81A0AE8C;                  // _IOR(KVMIO, 0x8c, struct kvm_fpu)
     public const uint KVM_SET_FPU = 0x41A0AE8D;                  // _IOW(KVMIO, 0x8d, struct kvm_fpu)
+    public const uint KVM_GET_XSAVE = 0x9000AEA4;                // _IOR(KVMIO, 0xa4, struct kvm_xsave), 4096 bytes
+    public const uint KVM_SET_XSAVE = 0x5000AEA5;                // _IOW(KVMIO, 0xa5, struct kvm_xsave)
     public const uint KVM_SET_CPUID2 = 0x4008AE90;               // _IOW(KVMIO, 0x90, struct kvm_cpuid2)
     public const uint KVM_GET_CPUID2 = 0xC008AE91;               // _IOWR(KVMIO, 0x91, struct kvm_cpuid2)
     public const uint KVM_NMI = 0xAE9A;                          // _IO(KVMIO, 0x9a)
