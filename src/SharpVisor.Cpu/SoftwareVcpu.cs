@@ -53,6 +53,8 @@ public sealed unsafe partial class SoftwareVcpu : IVcpu
     internal uint _excError;
     internal bool _excHasError;
     internal bool _interruptShadow;   // STI / MOV SS: one instruction without interrupts
+    /// <summary>The interrupt controller must be asked at the next instruction boundary (see RunCore).</summary>
+    internal bool _irqCheck;
     internal bool _nmiPending, _nmiBlocked;
     internal bool _halted;
     private volatile bool _kick;
@@ -190,6 +192,12 @@ public sealed unsafe partial class SoftwareVcpu : IVcpu
         if (_outputPos < _outputCount) return EmitOutput();
         _outputCount = _outputPos = 0;
 
+        // The interrupt controller is asked only when its answer can have changed: on entry (the
+        // VMM handled an exit, which may have raised or acknowledged a line), when IF goes from 0
+        // to 1, after CR8 writes, and after a delivery. An interrupt raised asynchronously by
+        // another thread comes with a Kick, which ends this run and re-enters it. Asking on every
+        // block instead cost a scan of the APIC's IRR per block.
+        _irqCheck = true;
         while (true)
         {
             if (_kick)
@@ -200,13 +208,15 @@ public sealed unsafe partial class SoftwareVcpu : IVcpu
             }
 
             // Interrupts are recognized at instruction boundaries.
-            if (!_interruptShadow)
+            if (!_interruptShadow && (_irqCheck || _nmiPending))
             {
+                _irqCheck = false;
                 if (_nmiPending && !_nmiBlocked)
                 {
                     _nmiPending = false;
                     _halted = false;
                     _nmiBlocked = true;
+                    _irqCheck = true;
                     var st = DeliverEvent(Vector.NMI, false, 0, EventKind.External);
                     if (st != Status.Ok) return FinishStatus(st);
                 }
@@ -214,13 +224,16 @@ public sealed unsafe partial class SoftwareVcpu : IVcpu
                 {
                     _halted = false;
                     byte vector = src.Acknowledge();
+                    _irqCheck = true; // another one may be pending behind it
                     var st = DeliverEvent(vector, false, 0, EventKind.External);
                     if (st != Status.Ok) return FinishStatus(st);
                 }
             }
             if (_halted) return SetExit(ExitReason.Halt, null);
 
+            bool ifBefore = (_flags & Rflags.IF) != 0;
             var status = ExecuteBlock();
+            if (!ifBefore && (_flags & Rflags.IF) != 0) _irqCheck = true;
             if (status != Status.Ok)
             {
                 var r = FinishStatus(status);

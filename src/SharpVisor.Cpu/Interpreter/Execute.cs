@@ -179,10 +179,13 @@ public sealed unsafe partial class SoftwareVcpu
                 return UD();
 
             // strings
-            case Mnemonic.Movsb: case Mnemonic.Movsw: case Mnemonic.Movsd: case Mnemonic.Movsq:
+            case Mnemonic.Movsd: case Mnemonic.Cmpsd:
+                // Also the SSE2 scalar-double MOVSD/CMPSD, which share Iced's mnemonic.
+                return i.IsStringInstruction ? StringOp(ref i, m) : ExecuteFpuSimd(ref i);
+            case Mnemonic.Movsb: case Mnemonic.Movsw: case Mnemonic.Movsq:
             case Mnemonic.Stosb: case Mnemonic.Stosw: case Mnemonic.Stosd: case Mnemonic.Stosq:
             case Mnemonic.Lodsb: case Mnemonic.Lodsw: case Mnemonic.Lodsd: case Mnemonic.Lodsq:
-            case Mnemonic.Cmpsb: case Mnemonic.Cmpsw: case Mnemonic.Cmpsd: case Mnemonic.Cmpsq:
+            case Mnemonic.Cmpsb: case Mnemonic.Cmpsw: case Mnemonic.Cmpsq:
             case Mnemonic.Scasb: case Mnemonic.Scasw: case Mnemonic.Scasd: case Mnemonic.Scasq:
             case Mnemonic.Insb: case Mnemonic.Insw: case Mnemonic.Insd:
             case Mnemonic.Outsb: case Mnemonic.Outsw: case Mnemonic.Outsd:

@@ -127,8 +127,14 @@ public sealed unsafe partial class SoftwareVcpu
                 if ((_cr0 & Cr0.TS) != 0) return Fault(Vector.NM);
                 if (X87ExceptionPending) return Fault(Vector.MF);
                 var st = ExecuteSimd(ref i);
-                // Any MMX instruction makes the x87 stack the MMX view (SDM Vol. 1 §9.5.1): TOP = 0, all tags valid.
-                if (st == Status.Ok) { _ftop = 0; _ftagValid = 0xFF; }
+                // Any MMX instruction makes the x87 stack the MMX view (SDM Vol. 1 §9.5.1): TOP = 0, all
+                // tags valid. CVTPI2PS/CVTPI2PD with a memory source touch no MMX register and, on
+                // hardware, leave the x87 state alone.
+                if (st == Status.Ok && !(i.Mnemonic is Mnemonic.Cvtpi2ps or Mnemonic.Cvtpi2pd && i.Op1Kind == OpKind.Memory))
+                {
+                    _ftop = 0;
+                    _ftagValid = 0xFF;
+                }
                 return st;
             }
             case SimdGroup.Sse:

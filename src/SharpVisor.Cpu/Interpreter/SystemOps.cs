@@ -59,7 +59,7 @@ public sealed unsafe partial class SoftwareVcpu
     }
 
     private Status SetCr2(ulong v) { _cr2 = v; return Status.Ok; }
-    private Status SetCr8(ulong v) { _cr8 = v & 0xF; return Status.Ok; }
+    private Status SetCr8(ulong v) { _cr8 = v & 0xF; _irqCheck = true; return Status.Ok; }
 
     internal Status WriteCr0(ulong v)
     {
