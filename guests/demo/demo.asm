@@ -7,6 +7,8 @@
 ; ring 3: the sensitive-but-unprivileged instructions (they do not trap: x86 is not
 ; classically virtualizable, Popek & Goldberg 1974), privileged ones (they trap),
 ; system calls, demand-paged page faults → summary → exit 0x10 (QEMU exit code 33).
+; Under a hypervisor that cannot run SYSRETQ (it injects #GP at it), the #GP handler says so
+; and exits 0x12 (exit code 37).
 ; Integer instructions only (no FPU/SSE).
 
 %define TEST_NAME "demo"
@@ -14,6 +16,7 @@
 %include "guest.inc"
 
 DEMAND_BASE equ 0x0000400000000000  ; PML4 slot 128: nothing mapped there until touched
+EXIT_NO_SYSRET equ 0x12             ; isa-debug-exit status 37: the hypervisor failed SYSRETQ
 POOL_PAGES  equ 16
 
 section .bss
@@ -292,11 +295,35 @@ syscall_entry:
     pop r11
     pop rcx
     mov rsp, [user_rsp]
+sysret_insn:
     o64 sysret
 
 ; #GP from ring 3 (CLI, HLT): report and step over the 1-byte instruction.
+; A #GP at our own SYSRETQ (which only ring 0 executes) with a canonical RCX cannot come from
+; the CPU (SDM vol. 2B, SYSRET: #GP(0) only for a non-canonical RCX, CPL > 0 or outside 64-bit
+; mode): the hypervisor failed to execute it. This host's software-assisted nested KVM injects
+; #GP there with the user CS already in the frame (0x4B) and RIP still at the SYSRETQ, so the
+; frame's CS is printed, not trusted. Say so in one line and stop with EXIT_NO_SYSRET.
 demo_gp:
     push rax
+    mov rax, sysret_insn
+    cmp [rsp + 16], rax
+    jne .from_user
+    mov rax, rcx                        ; RCX canonical (bits 63:47 equal)?
+    shl rax, 16
+    sar rax, 16
+    cmp rax, rcx
+    jne .from_user
+    PRINT 10, "STOP demo: #GP at the kernel's own SYSRETQ (RIP="
+    mov rax, [rsp + 16]
+    call puthex64
+    PRINT ", frame CS="
+    mov rax, [rsp + 24]
+    PRINTHEX eax
+    PRINT ", RCX canonical): the hypervisor could not execute SYSRET; the tour ends here", 10
+    mov eax, EXIT_NO_SYSRET
+    jmp guest_exit
+.from_user:
     add qword [n_gp], 1
     PRINT " -> kernel: #GP(error "
     mov rax, [rsp + 8]

@@ -29,45 +29,116 @@ namespace SharpVisor.Machine;
 /// tables, the vCPUs of one engine, and the run loop that turns exits into device calls. This is
 /// the composition root: the only place that knows both engines and devices.
 /// Threading: one thread per vCPU; every device access and timer happens under <see cref="_lock"/>.
+/// Reset: a guest reset stops every vCPU thread, and <see cref="Build"/> makes a new board (devices,
+/// engine, vCPUs, tables, the image reloaded) over the same RAM and RTC/CMOS, as a PC's reset
+/// line does and QEMU without -no-reboot; with <see cref="MachineConfig.NoReboot"/> it ends the VM.
 /// </summary>
 public sealed class Machine : IDisposable
 {
+    /// <summary>
+    /// The reset-loop guard: this many triple faults in a row, each less than
+    /// <see cref="QuickBootLimit"/> after its boot started, end the VM with the triple-fault exit
+    /// code instead of resetting once more (QEMU would loop for ever).
+    /// </summary>
+    public const int MaxQuickTripleFaults = 3;
+    public static readonly TimeSpan QuickBootLimit = TimeSpan.FromSeconds(10);
+
     private readonly MachineConfig _config;
     private readonly object _lock = new();
     private readonly IClock _clock = new HostClock();
-    private readonly List<ITimedDevice> _timed = new();
-    private readonly IEngine _engine;
-    private readonly IVcpu[] _vcpus;
-    private readonly LocalApic[] _apics;
-    private readonly Pic8259 _pic;
-    private readonly IoApic _ioApic;
-    private readonly ApicBus _apicBus;
-    private readonly Uart16550 _com1;
-    private readonly AcpiPm _pm;
     /// <summary>One wake-up per vCPU: a halted or not-yet-started vCPU sleeps on its own event.</summary>
     private readonly ManualResetEventSlim[] _wake;
     private readonly long[] _exitCounts = new long[Enum.GetValues<ExitReason>().Length];
     private readonly long[] _vectorCounts = new long[256];
-    private readonly bool[] _started;
-    private readonly VcpuState?[] _pendingStart;
+    /// <summary>
+    /// The RTC/CMOS survives a reset, as on a PC where it is battery-backed: its time, and the
+    /// NVRAM a guest may use to tell a warm boot from a cold one.
+    /// </summary>
+    private readonly Rtc146818 _rtc;
+    private readonly byte[] _kernelImage;
+    private readonly byte[]? _initrdImage;
+    private readonly List<MultibootModule> _moduleImages = new();
     private volatile MachineResult? _result;
+    /// <summary>Set when the guest asked for a reset (or triple-faulted) and the VM should reboot.</summary>
+    private volatile ResetRequest? _reset;
     private readonly Stopwatch _uptime = new();
+    private readonly Stopwatch _bootTime = new();
+    private int _quickTripleFaults;
+    // Telemetry of earlier boots (each boot has its own buses and vCPUs), summed into --stats.
+    private readonly Dictionary<string, long> _priorIoCounts = new(), _priorMmioCounts = new();
+    private readonly Dictionary<string, long>[] _priorVcpuStats;
+
+    // ---- the board: everything a reset rebuilds (see Build)
+    private List<ITimedDevice> _timed = null!;
+    private IEngine _engine = null!;
+    private IVcpu[] _vcpus = null!;
+    private LocalApic[] _apics = null!;
+    private Pic8259 _pic = null!;
+    private IoApic _ioApic = null!;
+    private ApicBus _apicBus = null!;
+    private Uart16550 _com1 = null!;
+    private AcpiPm _pm = null!;
+    private bool[] _started = null!;
+    private VcpuState?[] _pendingStart = null!;
 
     public GuestMemory Memory { get; } = new();
-    public AddressBus Io { get; }
-    public AddressBus Mmio { get; }
+    /// <summary>The port bus of the current boot (a reset builds a new one).</summary>
+    public AddressBus Io { get; private set; } = null!;
+    /// <summary>The MMIO bus of the current boot.</summary>
+    public AddressBus Mmio { get; private set; } = null!;
     public string EngineName => _engine.Name;
     public BootResult? Boot { get; private set; }
+    /// <summary>How many times the guest has been reset (rebooted) so far.</summary>
+    public int Resets { get; private set; }
+
+    private sealed record ResetRequest(string Reason, bool TripleFault);
 
     public Machine(MachineConfig config)
     {
         _config = config;
         if (config.Cpus < 1 || config.Cpus > 64) throw new ConfigurationException($"--cpus {config.Cpus}: must be between 1 and 64");
         _wake = new ManualResetEventSlim[config.Cpus];
-        for (int c = 0; c < config.Cpus; c++) _wake[c] = new ManualResetEventSlim(false);
+        _priorVcpuStats = new Dictionary<string, long>[config.Cpus];
+        for (int c = 0; c < config.Cpus; c++)
+        {
+            _wake[c] = new ManualResetEventSlim(false);
+            _priorVcpuStats[c] = new();
+        }
+        PcMemoryLayout.AddRam(Memory, config.MemoryBytes);
+        try
+        {
+            // Images are read once: a reset reloads these bytes, as QEMU reloads -kernel from fw_cfg.
+            _kernelImage = config.KernelImage ?? ReadFile(config.KernelPath ?? throw new ConfigurationException("no kernel given (use --kernel FILE)"), "kernel");
+            _initrdImage = config.InitrdPath != null ? ReadFile(config.InitrdPath, "initrd") : null;
+            foreach (var p in config.Modules)
+            {
+                var parts = p.Split(' ', 2);
+                _moduleImages.Add(new MultibootModule(ReadFile(parts[0], "module"), p, parts[0]));
+            }
+            _rtc = new Rtc146818(_clock, IsaIrq(8));
+            SetCmosMemory(_rtc, config.MemoryBytes);
+            Build();
+        }
+        catch
+        {
+            _engine?.Dispose();
+            Memory.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Builds the board for one boot: buses, devices (at their power-on state), interrupt
+    /// controllers, a fresh engine with its vCPUs (so no decoded code or TLB survives), ACPI
+    /// tables and the guest image. Called at construction and on every reset; guest RAM and the
+    /// RTC/CMOS carry over.
+    /// </summary>
+    private void Build()
+    {
+        var config = _config;
+        _timed = new List<ITimedDevice>();
         Io = new AddressBus("io", config.Log);
         Mmio = new AddressBus("mmio", config.Log);
-        PcMemoryLayout.AddRam(Memory, config.MemoryBytes);
 
         // ---- interrupt controllers
         _pic = new Pic8259();
@@ -101,11 +172,9 @@ public sealed class Machine : IDisposable
         Io.Map(0x40, 4, pit);
         Io.Map(0x61, 1, pit.SpeakerPort);
         _timed.Add(pit);
-        var rtc = new Rtc146818(_clock, IsaIrq(8));
-        Io.Map(0x70, 2, rtc);
-        _timed.Add(rtc);
-        SetCmosMemory(rtc, config.MemoryBytes);
-        var kbc = new I8042(IsaIrq(1), () => Stop(new MachineResult(ExitCodes.Reset, "guest requested a reset (keyboard controller)")), _ => { }, IsaIrq(12));
+        Io.Map(0x70, 2, _rtc);
+        _timed.Add(_rtc);
+        var kbc = new I8042(IsaIrq(1), () => RequestReset("keyboard controller reset command 0xFE", tripleFault: false), _ => { }, IsaIrq(12));
         Io.Map(0x60, 1, kbc);
         Io.Map(0x64, 1, kbc, offsetBias: 4);
         _com1 = new Uart16550(IsaIrq(4), config.Com1Output ?? new NullSerialBackend(), _clock, "com1");
@@ -118,7 +187,7 @@ public sealed class Machine : IDisposable
         var pci = new PciBus();
         pci.Add(0, 0, new I440fxHostBridge());
         pci.Add(1, 0, new Piix3IsaBridge());
-        Io.Map(0xCF8, 8, new PciConfigIo(pci, () => Stop(new MachineResult(ExitCodes.Reset, "guest requested a reset (port 0xCF9)"))));
+        Io.Map(0xCF8, 8, new PciConfigIo(pci, () => RequestReset("reset control register, port 0xCF9", tripleFault: false)));
         var fwcfg = new FwCfg(Memory);
         Io.Map(0x510, 2, fwcfg);
         _pm = new AcpiPm(_clock, IsaIrq(AcpiTableBuilder.SciInt), () => Stop(new MachineResult(ExitCodes.PowerOff, "guest powered off (ACPI S5)")), AcpiTableBuilder.S5SlpTyp);
@@ -133,14 +202,15 @@ public sealed class Machine : IDisposable
             EngineKind.Kvm => CreateKvm(),
             _ => new SoftwareEngine(Memory) { CpuCount = config.Cpus, PlatformMsrs = new PlatformMsrs(this) },
         };
-        _vcpus = new IVcpu[config.Cpus];
+        var vcpus = new IVcpu[config.Cpus];
         _started = new bool[config.Cpus];
         _pendingStart = new VcpuState?[config.Cpus];
         for (int c = 0; c < config.Cpus; c++)
         {
-            _vcpus[c] = _engine.CreateVcpu(c);
-            _vcpus[c].InterruptSource = new CountingSource(_apics[c], _vectorCounts);
+            vcpus[c] = _engine.CreateVcpu(c);
+            vcpus[c].InterruptSource = new CountingSource(_apics[c], _vectorCounts);
         }
+        _vcpus = vcpus;
         _started[0] = true;
 
         // ---- tables and the guest
@@ -187,27 +257,20 @@ public sealed class Machine : IDisposable
 
     private BootResult LoadGuest(AcpiTables acpi)
     {
-        byte[] image = _config.KernelImage ?? ReadFile(_config.KernelPath ?? throw new ConfigurationException("no kernel given (use --kernel FILE)"), "kernel");
         string name = _config.KernelPath ?? _config.KernelName;
-        if (MultibootHeader.Find(image) != null)
+        if (MultibootHeader.Find(_kernelImage) != null)
         {
-            var modules = _config.Modules.Select(p =>
-            {
-                var parts = p.Split(' ', 2);
-                return new MultibootModule(ReadFile(parts[0], "module"), p, parts[0]);
-            }).ToList();
             return MultibootLoader.Load(Memory, new MultibootConfig
             {
-                Kernel = image, KernelName = name, CommandLine = _config.CommandLine, Modules = modules,
+                Kernel = _kernelImage, KernelName = name, CommandLine = _config.CommandLine, Modules = _moduleImages,
                 ExtraE820 = acpi.E820Entries,
             });
         }
-        var bz = BzImage.Parse(image, name);
-        byte[]? initrd = _config.InitrdPath != null ? ReadFile(_config.InitrdPath, "initrd") : null;
+        var bz = BzImage.Parse(_kernelImage, name);
         return LinuxLoader.Load(Memory, new LinuxBootConfig
         {
             Kernel = bz,
-            Initrd = initrd,
+            Initrd = _initrdImage,
             InitrdName = _config.InitrdPath ?? "initrd",
             CommandLine = _config.CommandLine,
             Entry = bz.Supports64BitEntry ? LinuxEntry.Long64 : LinuxEntry.Protected32,
@@ -227,11 +290,38 @@ public sealed class Machine : IDisposable
 
     // ------------------------------------------------------------------ running
 
-    /// <summary>Runs the VM until it powers off, exits, faults or is cancelled.</summary>
+    /// <summary>
+    /// Runs the VM until it powers off, exits, faults or is cancelled. A guest reset (port 0xCF9,
+    /// the keyboard controller, a triple fault) reboots the machine — every vCPU back to its reset
+    /// state, devices at power-on, the image loaded again — unless <see cref="MachineConfig.NoReboot"/>
+    /// is set, as QEMU without and with -no-reboot.
+    /// </summary>
     public MachineResult Run(CancellationToken cancel = default)
     {
         _uptime.Start();
         using var reg = cancel.Register(() => Stop(new MachineResult(ExitCodes.PowerOff, "stopped by the user")));
+        Thread? input = _config.Com1Input != null ? new Thread(InputThread) { IsBackground = true, Name = "com1-input" } : null;
+        input?.Start();
+        while (true)
+        {
+            RunOneBoot();
+            if (_result != null) break;
+            var reset = _reset;
+            if (reset == null)
+            {
+                _result = new MachineResult(ExitCodes.InternalError, "all vCPUs stopped");
+                break;
+            }
+            if (!Reboot(reset)) break;
+        }
+        _uptime.Stop();
+        return _result!;
+    }
+
+    /// <summary>Runs the vCPU threads and the timer thread of the current board until a stop or reset.</summary>
+    private void RunOneBoot()
+    {
+        _bootTime.Restart();
         var threads = new Thread[_vcpus.Length];
         for (int c = 0; c < _vcpus.Length; c++)
         {
@@ -241,14 +331,91 @@ public sealed class Machine : IDisposable
         }
         var ticker = new Thread(TimerThread) { IsBackground = true, Name = "timers" };
         ticker.Start();
-        Thread? input = _config.Com1Input != null ? new Thread(InputThread) { IsBackground = true, Name = "com1-input" } : null;
-        input?.Start();
         foreach (var t in threads) t.Join();
-        _result ??= new MachineResult(ExitCodes.InternalError, "all vCPUs stopped");
         ticker.Join();
-        _uptime.Stop();
-        return _result;
     }
+
+    /// <summary>
+    /// All vCPU threads have stopped for <paramref name="reset"/>: says so on the notice sink, and
+    /// either rebuilds the board for the next boot (true) or, in a reset loop, ends the VM (false).
+    /// </summary>
+    private bool Reboot(ResetRequest reset)
+    {
+        // The guard: a guest that triple-faults right after every boot would otherwise loop for ever.
+        _quickTripleFaults = reset.TripleFault && _bootTime.Elapsed < QuickBootLimit ? _quickTripleFaults + 1 : 0;
+        if (_quickTripleFaults >= MaxQuickTripleFaults)
+        {
+            _result = new MachineResult(ExitCodes.TripleFault,
+                $"{reset.Reason}; the guest triple-faulted {_quickTripleFaults} times in a row within {QuickBootLimit.TotalSeconds:0} s of booting: stopped a reset loop");
+            return false;
+        }
+        _config.Notice?.Invoke($"guest reset ({reset.Reason})");
+        lock (_lock)
+        {
+            if (_result != null) return false; // stopped (Ctrl-C) while resetting
+            SaveTelemetry();
+            _engine.Dispose();
+            ResetRtc();
+            try
+            {
+                Build();
+            }
+            catch (VmmException e)
+            {
+                _result = new MachineResult(ExitCodes.InternalError, $"reboot failed: {e.Message}");
+                return false;
+            }
+            Resets++;
+            _reset = null;
+        }
+        foreach (var w in _wake) w.Reset();
+        return true;
+    }
+
+    /// <summary>
+    /// What a platform reset does to the MC146818 in QEMU (hw/rtc/mc146818rtc.c, rtc_reset):
+    /// periodic and alarm interrupts and the square wave off, pending flags cleared (reading
+    /// register C does that and drops IRQ 8), and the shutdown status byte cleared unless it holds
+    /// 0xFE (S3 resume). Time and the rest of the NVRAM stay: the chip is battery-backed.
+    /// </summary>
+    private void ResetRtc()
+    {
+        _rtc.Write(0, 1, Rtc146818.RegB);
+        byte b = (byte)_rtc.Read(1, 1);
+        _rtc.Write(1, 1, (byte)(b & ~(Rtc146818.RegBPie | Rtc146818.RegBAie | Rtc146818.RegBSqwe)));
+        _rtc.Write(0, 1, Rtc146818.RegC);
+        _rtc.Read(1, 1);
+        if (_rtc.GetNvram(Rtc146818.ShutdownStatus) != 0xFE) _rtc.SetNvram(Rtc146818.ShutdownStatus, 0);
+    }
+
+    private void SaveTelemetry()
+    {
+        foreach (var kv in Io.AccessCounts) _priorIoCounts[kv.Key] = _priorIoCounts.GetValueOrDefault(kv.Key) + kv.Value;
+        foreach (var kv in Mmio.AccessCounts) _priorMmioCounts[kv.Key] = _priorMmioCounts.GetValueOrDefault(kv.Key) + kv.Value;
+        _priorIoCounts["(unassigned)"] = _priorIoCounts.GetValueOrDefault("(unassigned)") + Io.UnmappedReads + Io.UnmappedWrites;
+        for (int c = 0; c < _vcpus.Length; c++)
+            foreach (var kv in _vcpus[c].Statistics)
+                _priorVcpuStats[c][kv.Key] = _priorVcpuStats[c].GetValueOrDefault(kv.Key) + kv.Value;
+    }
+
+    /// <summary>
+    /// The guest asked for a reset (or triple-faulted). With -no-reboot the VM ends: a triple
+    /// fault with its own exit code, a requested reset as a power-off (QEMU exits 0).
+    /// </summary>
+    private void RequestReset(string reason, bool tripleFault)
+    {
+        if (_config.NoReboot)
+        {
+            Stop(new MachineResult(tripleFault ? ExitCodes.TripleFault : ExitCodes.Reset,
+                tripleFault ? reason : $"guest requested a reset ({reason})"));
+            return;
+        }
+        lock (_stopLock) _reset ??= new ResetRequest(reason, tripleFault);
+        KickAll();
+    }
+
+    /// <summary>True while the current boot runs: no stop and no reset requested.</summary>
+    private bool Running => _result == null && _reset == null;
 
     public void Stop(MachineResult result)
     {
@@ -256,7 +423,16 @@ public sealed class Machine : IDisposable
         {
             _result ??= result;
         }
-        foreach (var v in _vcpus ?? []) v?.Kick();
+        KickAll();
+    }
+
+    private void KickAll()
+    {
+        // Under _lock: a reset swaps the vCPUs and disposes the old ones under it.
+        lock (_lock)
+        {
+            foreach (var v in _vcpus ?? []) v?.Kick();
+        }
         foreach (var w in _wake) w.Set();
     }
 
@@ -290,7 +466,7 @@ public sealed class Machine : IDisposable
         var vcpu = _vcpus[cpu];
         var exit = vcpu.Exit;
         int halts = 0; // consecutive HLT exits: the guest halted again without taking the interrupt
-        while (_result == null)
+        while (Running)
         {
             bool started;
             lock (_lock) started = _started[cpu] && _pendingStart[cpu] == null;
@@ -322,7 +498,7 @@ public sealed class Machine : IDisposable
                     case ExitReason.Interrupted:
                         break;
                     case ExitReason.Shutdown:
-                        Stop(new MachineResult(ExitCodes.TripleFault, $"vCPU {cpu}: {exit.Message ?? "shutdown"}"));
+                        RequestReset($"vCPU {cpu}: {exit.Message ?? "shutdown"}", tripleFault: true);
                         return;
                     case ExitReason.InternalError:
                         Stop(new MachineResult(ExitCodes.InternalError, $"vCPU {cpu}: {exit.Message}"));
@@ -379,7 +555,7 @@ public sealed class Machine : IDisposable
     /// </summary>
     private void WaitWhileHalted(int cpu, bool interruptEndsWait)
     {
-        while (_result == null)
+        while (Running)
         {
             lock (_lock)
             {
@@ -406,7 +582,7 @@ public sealed class Machine : IDisposable
     /// <summary>Wakes vCPUs at device deadlines so timers fire while guest code runs without exits.</summary>
     private void TimerThread()
     {
-        while (_result == null)
+        while (Running)
         {
             long wait = NextDeadline() - _clock.NowNs;
             if (wait <= 0)
@@ -428,7 +604,7 @@ public sealed class Machine : IDisposable
         var s = _config.Com1Input!;
         var buf = new byte[64];
         bool ctrlA = false;
-        while (_result == null)
+        while (_result == null)  // the input thread outlives resets
         {
             int n;
             try { n = s.Read(buf, 0, buf.Length); } catch { return; }
@@ -445,7 +621,7 @@ public sealed class Machine : IDisposable
                 else if (b == 1) { ctrlA = true; continue; }
                 lock (_input) _input.Enqueue(b);
             }
-            KickCpu(0);
+            lock (_lock) KickCpu(0); // under the lock: a reset may be swapping the vCPUs
         }
     }
 
@@ -466,6 +642,7 @@ public sealed class Machine : IDisposable
         if (cpu == 0 || cpu >= _vcpus.Length) return;
         _started[cpu] = false;
         _pendingStart[cpu] = null;
+        KickCpu(cpu); // a running AP stops at once and waits for STARTUP (wait-for-SIPI)
     }
 
     private void OnStartup(int cpu, byte vector)
@@ -496,26 +673,37 @@ public sealed class Machine : IDisposable
 
     // ------------------------------------------------------------------ telemetry
 
+    /// <summary>The telemetry table for --stats, summed over every boot of this run.</summary>
     public string StatisticsTable()
     {
         var sb = new System.Text.StringBuilder();
-        sb.AppendLine($"engine: {_engine.Name}, vCPUs: {_vcpus.Length}, memory: {Memory.RamSize >> 20} MiB, run time: {_uptime.Elapsed.TotalSeconds:F2} s");
+        sb.AppendLine($"engine: {_engine.Name}, vCPUs: {_vcpus.Length}, memory: {Memory.RamSize >> 20} MiB, run time: {_uptime.Elapsed.TotalSeconds:F2} s{(Resets > 0 ? $", resets: {Resets}" : "")}");
         sb.AppendLine("exits by reason:");
         foreach (var r in Enum.GetValues<ExitReason>().OrderByDescending(r => _exitCounts[(int)r]))
             if (_exitCounts[(int)r] > 0) sb.AppendLine($"  {r,-16} {_exitCounts[(int)r],12}");
+        var io = Sum(_priorIoCounts, Io.AccessCounts);
+        long unassigned = io.GetValueOrDefault("(unassigned)") + Io.UnmappedReads + Io.UnmappedWrites;
+        io.Remove("(unassigned)");
         sb.AppendLine("port I/O by device:");
-        foreach (var kv in Io.AccessCounts.Where(k => k.Value > 0).OrderByDescending(k => k.Value)) sb.AppendLine($"  {kv.Key,-16} {kv.Value,12}");
-        if (Io.UnmappedReads + Io.UnmappedWrites > 0) sb.AppendLine($"  {"(unassigned)",-16} {Io.UnmappedReads + Io.UnmappedWrites,12}");
+        foreach (var kv in io.Where(k => k.Value > 0).OrderByDescending(k => k.Value)) sb.AppendLine($"  {kv.Key,-16} {kv.Value,12}");
+        if (unassigned > 0) sb.AppendLine($"  {"(unassigned)",-16} {unassigned,12}");
         sb.AppendLine("MMIO by device:");
-        foreach (var kv in Mmio.AccessCounts.Where(k => k.Value > 0).OrderByDescending(k => k.Value)) sb.AppendLine($"  {kv.Key,-16} {kv.Value,12}");
+        foreach (var kv in Sum(_priorMmioCounts, Mmio.AccessCounts).Where(k => k.Value > 0).OrderByDescending(k => k.Value)) sb.AppendLine($"  {kv.Key,-16} {kv.Value,12}");
         sb.AppendLine("interrupts by vector:");
         for (int v = 0; v < 256; v++) if (_vectorCounts[v] > 0) sb.AppendLine($"  0x{v:x2}             {_vectorCounts[v],12}");
         for (int c = 0; c < _vcpus.Length; c++)
         {
             sb.AppendLine($"vCPU {c}:");
-            foreach (var kv in _vcpus[c].Statistics.OrderBy(k => k.Key)) sb.AppendLine($"  {kv.Key,-24} {kv.Value,12}");
+            foreach (var kv in Sum(_priorVcpuStats[c], _vcpus[c].Statistics).OrderBy(k => k.Key)) sb.AppendLine($"  {kv.Key,-24} {kv.Value,12}");
         }
         return sb.ToString();
+    }
+
+    private static Dictionary<string, long> Sum(IReadOnlyDictionary<string, long> a, IReadOnlyDictionary<string, long> b)
+    {
+        var d = new Dictionary<string, long>(a);
+        foreach (var kv in b) d[kv.Key] = d.GetValueOrDefault(kv.Key) + kv.Value;
+        return d;
     }
 
     public void Dispose()

@@ -25,6 +25,13 @@ public sealed class MachineConfig
     public Stream? Com1Input { get; set; }
     /// <summary>Print VMM messages (exits, unassigned accesses) to this sink.</summary>
     public Action<string>? Log { get; set; }
+    /// <summary>
+    /// QEMU's -no-reboot: a guest reset (port 0xCF9, the keyboard controller, a triple fault) ends
+    /// the VM instead of rebooting it. Off by default, as in QEMU: the machine reboots.
+    /// </summary>
+    public bool NoReboot { get; set; }
+    /// <summary>One-line notices the user should see while the VM runs (each guest reset and its reason).</summary>
+    public Action<string>? Notice { get; set; }
 }
 
 /// <summary>How a run ended: the process exit code and one line that says why.</summary>
@@ -37,5 +44,6 @@ public static class ExitCodes
     public const int UsageError = 2;
     public const int TripleFault = 4;
     public const int InternalError = 6;
-    public const int Reset = 0; // guest reboot ends the VM, as QEMU -no-reboot
+    /// <summary>A guest reset under -no-reboot ends the VM with 0, as QEMU does.</summary>
+    public const int Reset = 0;
 }

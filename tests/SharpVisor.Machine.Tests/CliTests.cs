@@ -6,7 +6,7 @@ namespace SharpVisor.Machine.Tests;
 /// <summary>The command line as a user meets it: the built binary, its exit code and what it prints.</summary>
 public class CliTests
 {
-    private static (int Code, string Stdout, string Stderr) Cli(params string[] args)
+    internal static (int Code, string Stdout, string Stderr) Cli(params string[] args)
     {
         // The CLI assembly is referenced by this project, so it sits beside the tests.
         string dll = Path.Combine(AppContext.BaseDirectory, "sharpvisor.dll");
