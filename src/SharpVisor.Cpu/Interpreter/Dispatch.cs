@@ -9,7 +9,7 @@ namespace SharpVisor.Cpu;
 /// <summary>The interpreter's block loop: runs decoded instructions and turns statuses into events.</summary>
 public sealed unsafe partial class SoftwareVcpu
 {
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [SkipLocalsInit]
     private Status ExecuteBlock()
     {
         var st = FetchBlock(out Block? block);

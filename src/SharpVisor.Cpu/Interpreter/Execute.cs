@@ -13,7 +13,9 @@ namespace SharpVisor.Cpu;
 /// </summary>
 public sealed unsafe partial class SoftwareVcpu
 {
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    // A thin switch: every case is one call, so the method stays small enough for the JIT to keep
+    // its frame tiny and to use tiered PGO (no AggressiveOptimization); bodies live in handlers.
+    [SkipLocalsInit]
     private Status Execute(ref Instruction i)
     {
         var m = i.Mnemonic;
@@ -27,24 +29,9 @@ public sealed unsafe partial class SoftwareVcpu
             case Mnemonic.Dec: return IncDec(ref i, false);
             case Mnemonic.Neg: return NegNot(ref i, true);
             case Mnemonic.Not: return NegNot(ref i, false);
-            case Mnemonic.Lea:
-                SetReg(i.Op0Register, EffectiveAddress(ref i));
-                return Status.Ok;
-            case Mnemonic.Movzx:
-            {
-                var st = ReadOp(ref i, 1, OpSize(ref i, 1), out ulong v);
-                if (st != Status.Ok) return st;
-                SetReg(i.Op0Register, v);
-                return Status.Ok;
-            }
-            case Mnemonic.Movsx: case Mnemonic.Movsxd:
-            {
-                int s1 = OpSize(ref i, 1);
-                var st = ReadOp(ref i, 1, s1, out ulong v);
-                if (st != Status.Ok) return st;
-                SetReg(i.Op0Register, (ulong)SignExtend(v, s1));
-                return Status.Ok;
-            }
+            case Mnemonic.Lea: return Lea(ref i);
+            case Mnemonic.Movzx: return Movzx(ref i);
+            case Mnemonic.Movsx: case Mnemonic.Movsxd: return Movsx(ref i);
             case Mnemonic.Xchg: return Xchg(ref i);
             case Mnemonic.Push: return PushOp(ref i);
             case Mnemonic.Pop: return PopOp(ref i);
@@ -54,12 +41,11 @@ public sealed unsafe partial class SoftwareVcpu
             case Mnemonic.Ja: case Mnemonic.Jae: case Mnemonic.Jb: case Mnemonic.Jbe: case Mnemonic.Je: case Mnemonic.Jg:
             case Mnemonic.Jge: case Mnemonic.Jl: case Mnemonic.Jle: case Mnemonic.Jne: case Mnemonic.Jno: case Mnemonic.Jnp:
             case Mnemonic.Jns: case Mnemonic.Jo: case Mnemonic.Jp: case Mnemonic.Js:
-                if (Condition(ConditionOf(i.ConditionCode))) return Branch(i.NearBranchTarget);
-                return Status.Ok;
+                return Jcc(ref i);
             case Mnemonic.Seta: case Mnemonic.Setae: case Mnemonic.Setb: case Mnemonic.Setbe: case Mnemonic.Sete: case Mnemonic.Setg:
             case Mnemonic.Setge: case Mnemonic.Setl: case Mnemonic.Setle: case Mnemonic.Setne: case Mnemonic.Setno: case Mnemonic.Setnp:
             case Mnemonic.Setns: case Mnemonic.Seto: case Mnemonic.Setp: case Mnemonic.Sets:
-                return WriteOp(ref i, 0, 1, Condition(ConditionOf(i.ConditionCode)) ? 1UL : 0);
+                return Setcc(ref i);
             case Mnemonic.Cmova: case Mnemonic.Cmovae: case Mnemonic.Cmovb: case Mnemonic.Cmovbe: case Mnemonic.Cmove: case Mnemonic.Cmovg:
             case Mnemonic.Cmovge: case Mnemonic.Cmovl: case Mnemonic.Cmovle: case Mnemonic.Cmovne: case Mnemonic.Cmovno: case Mnemonic.Cmovnp:
             case Mnemonic.Cmovns: case Mnemonic.Cmovo: case Mnemonic.Cmovp: case Mnemonic.Cmovs:
@@ -95,47 +81,16 @@ public sealed unsafe partial class SoftwareVcpu
             case Mnemonic.Cmpxchg16b: return CmpxchgDouble(ref i, true);
             case Mnemonic.Daa: case Mnemonic.Das: case Mnemonic.Aaa: case Mnemonic.Aas: case Mnemonic.Aam: case Mnemonic.Aad:
                 return Bcd(m, ref i);
-            case Mnemonic.Bswap:
-            {
-                int size = RegSize(i.Op0Register);
-                ulong v = GetReg(i.Op0Register);
-                v = size == 8 ? System.Buffers.Binary.BinaryPrimitives.ReverseEndianness(v)
-                    : size == 4 ? System.Buffers.Binary.BinaryPrimitives.ReverseEndianness((uint)v) : 0; // 16-bit BSWAP: undefined, gives 0 on Intel
-                SetReg(i.Op0Register, v);
-                return Status.Ok;
-            }
-            case Mnemonic.Movbe:
-            {
-                int size = OpSize(ref i);
-                var st = ReadOp(ref i, 1, size, out ulong v);
-                if (st != Status.Ok) return st;
-                v = size switch
-                {
-                    2 => System.Buffers.Binary.BinaryPrimitives.ReverseEndianness((ushort)v),
-                    4 => System.Buffers.Binary.BinaryPrimitives.ReverseEndianness((uint)v),
-                    _ => System.Buffers.Binary.BinaryPrimitives.ReverseEndianness(v),
-                };
-                return WriteOp(ref i, 0, size, v);
-            }
+            case Mnemonic.Bswap: return Bswap(ref i);
+            case Mnemonic.Movbe: return Movbe(ref i);
             case Mnemonic.Cbw: SetReg(Register.AX, (ulong)(sbyte)_gpr[0]); return Status.Ok;
             case Mnemonic.Cwde: SetReg(Register.EAX, (ulong)(short)_gpr[0]); return Status.Ok;
             case Mnemonic.Cdqe: _gpr[0] = (ulong)(int)_gpr[0]; return Status.Ok;
             case Mnemonic.Cwd: SetReg(Register.DX, (short)_gpr[0] < 0 ? 0xFFFFUL : 0); return Status.Ok;
             case Mnemonic.Cdq: SetReg(Register.EDX, (int)_gpr[0] < 0 ? 0xFFFF_FFFFUL : 0); return Status.Ok;
             case Mnemonic.Cqo: _gpr[2] = (long)_gpr[0] < 0 ? ulong.MaxValue : 0; return Status.Ok;
-            case Mnemonic.Lahf:
-            {
-                ulong f = GetRflags() & 0xFF;
-                _gpr[0] = (_gpr[0] & ~0xFF00UL) | ((f | 2) << 8);
-                return Status.Ok;
-            }
-            case Mnemonic.Sahf:
-            {
-                MaterializeFlags();
-                ulong ah = (_gpr[0] >> 8) & (Rflags.CF | Rflags.PF | Rflags.AF | Rflags.ZF | Rflags.SF);
-                _flags = (_flags & ~(Rflags.CF | Rflags.PF | Rflags.AF | Rflags.ZF | Rflags.SF)) | ah;
-                return Status.Ok;
-            }
+            case Mnemonic.Lahf: return Lahf();
+            case Mnemonic.Sahf: return Sahf();
             case Mnemonic.Clc: MaterializeFlags(); _flags &= ~Rflags.CF; return Status.Ok;
             case Mnemonic.Stc: MaterializeFlags(); _flags |= Rflags.CF; return Status.Ok;
             case Mnemonic.Cmc: MaterializeFlags(); _flags ^= Rflags.CF; return Status.Ok;
@@ -150,31 +105,13 @@ public sealed unsafe partial class SoftwareVcpu
             case Mnemonic.Enter: return Enter(ref i);
             case Mnemonic.Leave: return Leave(ref i);
             case Mnemonic.Loop: case Mnemonic.Loope: case Mnemonic.Loopne: return Loop(ref i, m);
-            case Mnemonic.Jcxz: case Mnemonic.Jecxz: case Mnemonic.Jrcxz:
-            {
-                ulong c = m == Mnemonic.Jcxz ? _gpr[1] & 0xFFFF : m == Mnemonic.Jecxz ? _gpr[1] & 0xFFFF_FFFF : _gpr[1];
-                return c == 0 ? Branch(i.NearBranchTarget) : Status.Ok;
-            }
-            case Mnemonic.Xlatb:
-            {
-                int asz = AddressSize(ref i);
-                ulong ea = (_gpr[3] + (_gpr[0] & 0xFF)) & (asz == 2 ? 0xFFFFUL : asz == 4 ? 0xFFFF_FFFFUL : ulong.MaxValue);
-                var st = Read(MemSeg(ref i), ea, 1, out ulong v);
-                if (st != Status.Ok) return st;
-                _gpr[0] = (_gpr[0] & ~0xFFUL) | v;
-                return Status.Ok;
-            }
+            case Mnemonic.Jcxz: case Mnemonic.Jecxz: case Mnemonic.Jrcxz: return Jcxz(ref i, m);
+            case Mnemonic.Xlatb: return Xlatb(ref i);
             case Mnemonic.Nop: case Mnemonic.Pause: case Mnemonic.Lfence: case Mnemonic.Mfence: case Mnemonic.Sfence:
             case Mnemonic.Prefetchnta: case Mnemonic.Prefetcht0: case Mnemonic.Prefetcht1: case Mnemonic.Prefetcht2:
             case Mnemonic.Prefetchw: case Mnemonic.Prefetch: case Mnemonic.Endbr32: case Mnemonic.Endbr64:
                 return Status.Ok;
-            case Mnemonic.Clflush: case Mnemonic.Clflushopt:
-            {
-                // Must still fault like a byte read of the line (SDM: treated as a read for permissions).
-                var st = Linear(MemSeg(ref i), EffectiveAddress(ref i), 1, Access.Read, out ulong lin);
-                if (st != Status.Ok) return st;
-                return ReadLinear(lin, 1, out _);
-            }
+            case Mnemonic.Clflush: case Mnemonic.Clflushopt: return Clflush(ref i);
             case Mnemonic.Ud0: case Mnemonic.Ud1: case Mnemonic.Ud2: case Mnemonic.INVALID:
                 return UD();
 
@@ -204,11 +141,7 @@ public sealed unsafe partial class SoftwareVcpu
             case Mnemonic.Bound: return Bound(ref i);
             case Mnemonic.Iret: case Mnemonic.Iretd: case Mnemonic.Iretq: return Iret(ref i);
             case Mnemonic.Retf: return RetFar(ref i);
-            case Mnemonic.Hlt:
-                if (_cpl != 0) return GP(0);
-                _halted = true;
-                _endBlock = true;
-                return Status.Ok;
+            case Mnemonic.Hlt: return Hlt();
 
             // segments
             case Mnemonic.Lds: case Mnemonic.Les: case Mnemonic.Lfs: case Mnemonic.Lgs: case Mnemonic.Lss:
@@ -226,18 +159,8 @@ public sealed unsafe partial class SoftwareVcpu
             case Mnemonic.Str: return StoreSystemSelector(ref i, _tr.Selector);
             case Mnemonic.Smsw: return Smsw(ref i);
             case Mnemonic.Lmsw: return Lmsw(ref i);
-            case Mnemonic.Clts:
-                if (_cpl != 0) return GP(0);
-                _cr0 &= ~Cr0.TS;
-                return Status.Ok;
-            case Mnemonic.Invlpg:
-                if (_cpl != 0) return GP(0);
-                {
-                    // Faults only for a non-canonical address (64-bit) or outside the segment; never #PF.
-                    var st = Linear(MemSeg(ref i), EffectiveAddress(ref i), 1, Access.Read, out ulong lin);
-                    if (st == Status.Ok) InvalidatePage(lin);
-                    return st;
-                }
+            case Mnemonic.Clts: return Clts();
+            case Mnemonic.Invlpg: return Invlpg(ref i);
             case Mnemonic.Invd: case Mnemonic.Wbinvd: case Mnemonic.Wbnoinvd:
                 return _cpl != 0 ? GP(0) : Status.Ok;
             case Mnemonic.Lar: return LarLsl(ref i, true);
@@ -248,9 +171,7 @@ public sealed unsafe partial class SoftwareVcpu
             case Mnemonic.Cpuid: return Cpuid();
             case Mnemonic.Rdtsc: return Rdtsc(false);
             case Mnemonic.Rdtscp: return Rdtsc(true);
-            case Mnemonic.Rdpid:
-                SetReg(i.Op0Register, _msrs.GetValueOrDefault(Msr.TscAux));
-                return Status.Ok;
+            case Mnemonic.Rdpid: return Rdpid(ref i);
             case Mnemonic.Rdrand: case Mnemonic.Rdseed: return Rdrand(ref i);
             case Mnemonic.Rdmsr: return Rdmsr();
             case Mnemonic.Wrmsr: return Wrmsr();
@@ -258,12 +179,7 @@ public sealed unsafe partial class SoftwareVcpu
             case Mnemonic.Sysret: case Mnemonic.Sysretq: return Sysret(ref i);
             case Mnemonic.Sysenter: return Sysenter();
             case Mnemonic.Sysexit: case Mnemonic.Sysexitq: return Sysexit(ref i);
-            case Mnemonic.Stac: case Mnemonic.Clac:
-                // #UD outside ring 0 (SMAP is always advertised, so the CPUID condition never applies).
-                if (_cpl != 0) return UD();
-                if (m == Mnemonic.Stac) _flags |= Rflags.AC; else _flags &= ~Rflags.AC;
-                UpdateTlbClass();
-                return Status.Ok;
+            case Mnemonic.Stac: case Mnemonic.Clac: return StacClac(m);
             case Mnemonic.Movnti: return Mov(ref i);
 
             // x87/SSE state management
@@ -279,13 +195,9 @@ public sealed unsafe partial class SoftwareVcpu
         return ExecuteFpuSimd(ref i);
     }
 
-    private static int ConditionOf(ConditionCode cc) => cc switch
-    {
-        ConditionCode.o => 0, ConditionCode.no => 1, ConditionCode.b => 2, ConditionCode.ae => 3,
-        ConditionCode.e => 4, ConditionCode.ne => 5, ConditionCode.be => 6, ConditionCode.a => 7,
-        ConditionCode.s => 8, ConditionCode.ns => 9, ConditionCode.p => 10, ConditionCode.np => 11,
-        ConditionCode.l => 12, ConditionCode.ge => 13, ConditionCode.le => 14, _ => 15,
-    };
+    /// <summary>Iced's ConditionCode lists the conditions in encoding order after None (o = 1 … g = 16).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int ConditionOf(ConditionCode cc) => (int)cc - 1;
 
     internal static string FormatInstruction(ref Instruction i)
     {
