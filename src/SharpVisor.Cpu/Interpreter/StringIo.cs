@@ -52,10 +52,12 @@ public sealed unsafe partial class SoftwareVcpu
             if (pst != Status.Ok) return pst;
         }
 
+        bool bulk = rep && delta > 0 && m is Mnemonic.Movsb or Mnemonic.Movsw or Mnemonic.Movsd or Mnemonic.Movsq
+            or Mnemonic.Stosb or Mnemonic.Stosw or Mnemonic.Stosd or Mnemonic.Stosq;
         for (int n = 0; ; n++)
         {
             if (rep && (_gpr[Gpr.Rcx] & amask) == 0) return Status.Ok;
-            if (n == RepBudget || (n > 0 && _outputCount > 0))
+            if (n >= RepBudget || (n > 0 && _outputCount > 0))
             {
                 // Let interrupts and exits in; the instruction resumes where it stopped.
                 _rip = i.IP;
@@ -63,6 +65,15 @@ public sealed unsafe partial class SoftwareVcpu
                 return Status.Ok;
             }
             ulong si = _gpr[Gpr.Rsi] & amask, di = _gpr[Gpr.Rdi] & amask;
+            if (bulk)
+            {
+                int k = BulkString(m, size, srcSeg, si, di, asz, amask);
+                if (k > 0)
+                {
+                    n += k - 1;
+                    continue;
+                }
+            }
             Status st;
             switch (m)
             {
@@ -136,6 +147,62 @@ public sealed unsafe partial class SoftwareVcpu
     }
 
     private void AdvanceCounter(int asz) => AdvanceIndex(Gpr.Rcx, asz, -1);
+
+    /// <summary>
+    /// Forward REP MOVS/STOS over RAM already in the TLB: as many elements as stay inside the
+    /// current source and destination pages (and the address-size wrap) are done as one host copy
+    /// or fill. Returns the element count done, or 0 when the element-by-element path must take the
+    /// next element (TLB miss, MMIO, a code page — those have no write-TLB entry —, segment limit,
+    /// or a destination overlapping just ahead of the source, whose byte-replicating semantics a
+    /// block copy would not keep). Results are identical to the element loop.
+    /// </summary>
+    private int BulkString(Mnemonic m, int size, int srcSeg, ulong si, ulong di, int asz, ulong amask)
+    {
+        bool movs = m is Mnemonic.Movsb or Mnemonic.Movsw or Mnemonic.Movsd or Mnemonic.Movsq;
+        ulong count = _gpr[Gpr.Rcx] & amask;
+        if (Linear(Seg.ES, di, size, Access.Write, out ulong linD) != Status.Ok) return 0;
+        ulong k = Math.Min(count, (ulong)((0x1000 - (int)(linD & 0xFFF)) / size));
+        k = Math.Min(k, (amask - di + 1) / (ulong)size);
+        ulong linS = 0;
+        if (movs)
+        {
+            if (Linear(srcSeg, si, size, Access.Read, out linS) != Status.Ok) return 0;
+            k = Math.Min(k, (ulong)((0x1000 - (int)(linS & 0xFFF)) / size));
+            k = Math.Min(k, (amask - si + 1) / (ulong)size);
+        }
+        k = Math.Min(k, RepBudget);
+        if (k < 2) return 0;
+        int len = (int)k * size;
+        // Segment limits (outside 64-bit mode) for the whole run.
+        if (Linear(Seg.ES, di, len, Access.Write, out _) != Status.Ok) return 0;
+        ref var wd = ref _tlbWrite[(int)((linD >> 12) & (TlbSize - 1))];
+        if (wd.Tag != ((linD & PageMask) | _tlbClass)) return 0;
+        byte* dst = (byte*)(wd.Addend + (nint)linD);
+        if (movs)
+        {
+            if (Linear(srcSeg, si, len, Access.Read, out _) != Status.Ok) return 0;
+            ref var rs = ref _tlbRead[(int)((linS >> 12) & (TlbSize - 1))];
+            if (rs.Tag != ((linS & PageMask) | _tlbClass)) return 0;
+            byte* src = (byte*)(rs.Addend + (nint)linS);
+            if (dst > src && dst < src + len) return 0;
+            Buffer.MemoryCopy(src, dst, len, len);
+            AdvanceIndex(Gpr.Rsi, asz, len);
+        }
+        else
+        {
+            ulong v = _gpr[0];
+            switch (size)
+            {
+                case 1: new Span<byte>(dst, len).Fill((byte)v); break;
+                case 2: new Span<ushort>(dst, (int)k).Fill((ushort)v); break;
+                case 4: new Span<uint>(dst, (int)k).Fill((uint)v); break;
+                default: new Span<ulong>(dst, (int)k).Fill(v); break;
+            }
+        }
+        AdvanceIndex(Gpr.Rdi, asz, len);
+        AdvanceIndex(Gpr.Rcx, asz, -(long)k);
+        return (int)k;
+    }
 
     // ------------------------------------------------------------------ IN / OUT
 
