@@ -59,7 +59,9 @@ public static partial class X87Math
         {
             // Tiny after rounding: only a value just below 2^eMin that rounds up to it escapes.
             tiny = e < eMin - 1 || !(Increments(rc, sign, sig, mask, half, lsb) && (sig | mask) == UInt128.MaxValue);
-            if (registerDestination && (ctx.Masks & FpuExceptions.Underflow) == 0)
+            // Unmasked, only a result that is still tiny after rounding is bias-adjusted; one that rounds
+            // up to 2^eMin is the normal minimum with #P alone, as on hardware.
+            if (tiny && registerDestination && (ctx.Masks & FpuExceptions.Underflow) == 0)
             {
                 ctx.Raise(FpuExceptions.Underflow);
                 e += BiasAdjust;
