@@ -206,4 +206,21 @@ public class FpuStateTests
         Assert.Equal(3UL, s.Rax);     // x87 | SSE
         Assert.Equal(576UL, s.Rcx);   // 512 legacy + 64 header
     }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void CpuidAdvertisesTheFpuUnitExactlyWhenTheModelHasIt(bool fpu)
+    {
+        var (m, _) = Long(a => { a.mov(eax, 1); a.cpuid(); a.hlt(); }, s => s.Cr4 |= fpu ? 1UL << 18 : 0, fpuModel: fpu);
+        using var _m = m;
+        Assert.Equal(ExitReason.Halt, m.Run());
+        var s = m.State();
+        // EDX: FPU(0) MMX(23) FXSR(24) SSE(25) SSE2(26); ECX: SSE3(0) SSSE3(9) SSE4.1(19) SSE4.2(20) XSAVE(26) OSXSAVE(27).
+        const uint edxBits = 1u | 1u << 23 | 1u << 24 | 1u << 25 | 1u << 26;
+        const uint ecxBits = 1u | 1u << 9 | 1u << 19 | 1u << 20 | 1u << 26 | 1u << 27;
+        Assert.Equal(fpu ? edxBits : 0, (uint)s.Rdx & edxBits);
+        Assert.Equal(fpu ? ecxBits : 0, (uint)s.Rcx & ecxBits);
+        Assert.Equal(0u, (uint)s.Rcx & (1u << 28)); // AVX is not implemented, so not advertised
+    }
 }

@@ -18,13 +18,13 @@ internal sealed class TestMachine : IDisposable
     public ulong InValue { get; set; } = 0x5A;
     public int? ExitCode { get; private set; }
 
-    public TestMachine(ulong ramMiB = 16) : this(false, ramMiB) { }
+    public TestMachine(ulong ramMiB = 16) : this(true, ramMiB) { }
 
     /// <param name="fpuModel">Present the x87/SSE CPU model (CPUID FPU, SSE, XSAVE, CR4.OSXSAVE allowed).</param>
     public TestMachine(bool fpuModel, ulong ramMiB = 16)
     {
         Memory.AddRegion(0, ramMiB << 20, "ram");
-        Engine = new SoftwareEngine(Memory, fpuModel ? new CpuModel { HasFpu = true } : null);
+        Engine = new SoftwareEngine(Memory, fpuModel ? null : new CpuModel { HasFpu = false });
         Cpu = Engine.CreateVcpu(0);
     }
 

@@ -17,8 +17,11 @@ public sealed class CpuModel
     public int LinearAddressBits { get; init; } = 48;
     /// <summary>TSC frequency the guest sees (also reported in leaf 0x15/0x16).</summary>
     public long TscHz { get; init; } = 2_000_000_000;
-    /// <summary>Set when the x87/SSE unit exists in the engine; until then they are not advertised.</summary>
-    public bool HasFpu { get; init; } = false;
+    /// <summary>
+    /// The x87/MMX/SSE–SSE4.2 unit and XSAVE for its state. A model without it (for tests of the
+    /// integer-only paths) advertises none of them and refuses CR4.OSXSAVE.
+    /// </summary>
+    public bool HasFpu { get; init; } = true;
 
     public void Cpuid(uint leaf, uint subleaf, int apicId, int cpuCount, out uint eax, out uint ebx, out uint ecx, out uint edx)
     {
