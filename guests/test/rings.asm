@@ -92,6 +92,14 @@ enter_by_retf:                  ; same register save as run_user32, so INT 0x31 
     push edx
     push SEL_UCODE32 | 3
     push user32_retf
+    ; Data segments ring 3 may use: a RET to an outer level nulls DS/ES/FS/GS whose DPL is
+    ; below the new CPL (SDM RET), and ring 3 then faults on its first data access (QEMU's
+    ; TCG does not fault on a null segment, silicon does).
+    mov dx, SEL_UDATA | 3
+    mov ds, dx
+    mov es, dx
+    mov fs, dx
+    mov gs, dx
     retf
 
 user32_retf:

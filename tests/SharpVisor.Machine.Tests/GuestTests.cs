@@ -47,6 +47,9 @@ public class GuestTests
     [InlineData("modes")]
     [InlineData("paging")]
     [InlineData("sensitive")]
+    [InlineData("rings")]
+    [InlineData("exceptions")]
+    [InlineData("taskswitch")]
     public void SystemTestGuestPasses(string name)
     {
         var (r, text) = Boot(RepoFile($"guests/test/{name}.bin"));

@@ -7,8 +7,8 @@ namespace SharpVisor.Cpu;
 /// <summary>
 /// Far JMP/CALL (direct, and through call gates with the stack switch and parameter copy),
 /// far RET and IRET, in real, protected and long mode (SDM Vol. 2 JMP/CALL/RET/IRET, Vol. 3A §5.8).
-/// Not yet: transfers to a TSS or task gate (hardware task switch) and virtual-8086 mode: both stop
-/// the VM with a message.
+/// Transfers to a TSS or task gate and IRET with NT=1 go to the hardware task switch (TaskSwitch.cs).
+/// Not yet: virtual-8086 mode, which stops the VM with a message.
 /// </summary>
 public sealed unsafe partial class SoftwareVcpu
 {
@@ -62,7 +62,8 @@ public sealed unsafe partial class SoftwareVcpu
 
         // System descriptor: call gate, task gate or TSS.
         int type = d.Type;
-        if (type is 1 or 9 or 5) return Unsupported("far transfer to a TSS or task gate (hardware task switch)");
+        // IA-32e mode has no task switching: a TSS or task gate there is #GP(selector) (JMP/CALL pseudo-code).
+        if (type is 1 or 9 or 5) return _longMode ? GP(err) : FarTaskTransfer(sel, d, raw, call);
         bool gate64 = _longMode;
         if (!(type == 4 && !gate64) && type != 12) return GP(err);
         if (d.Dpl < _cpl || d.Dpl < rpl) return GP(err);
@@ -152,7 +153,14 @@ public sealed unsafe partial class SoftwareVcpu
     private Status RetFar(ref Instruction i)
     {
         _endBlock = true;
-        int size = StackOpSize(ref i);
+        // The operand size comes from the form: Iced's StackPointerIncrement counts both pops
+        // (and the immediate), so it cannot give the size of one slot.
+        int size = i.Code switch
+        {
+            Code.Retfw or Code.Retfw_imm16 => 2,
+            Code.Retfq or Code.Retfq_imm16 => 8,
+            _ => 4,
+        };
         ulong imm = i.OpCount == 1 ? i.Immediate16 : 0UL;
         ulong sp = _gpr[Gpr.Rsp];
         var st = PopFrom(ref sp, size, out ulong ip);
@@ -255,7 +263,7 @@ public sealed unsafe partial class SoftwareVcpu
         if ((_flags & Rflags.NT) != 0)
         {
             if (_longMode) return GP(0);
-            return Unsupported("IRET with NT set (task return)");
+            return TaskReturn();
         }
         var st = PopFrom(ref sp, size, out ulong ip); if (st != Status.Ok) return st;
         st = PopFrom(ref sp, size, out ulong csv); if (st != Status.Ok) return st;

@@ -19,7 +19,7 @@ internal enum EventKind : byte
 /// Interrupt and exception delivery (SDM Vol. 3A chapter 6): real-mode IVT, 32-bit IDT gates with
 /// stack switches from the TSS, 64-bit IDT gates with IST, and IRET in every mode. The return
 /// address is the vCPU's RIP when delivery starts (the faulting or next instruction).
-/// Not yet: task gates (stop the VM with a message) and virtual-8086 mode.
+/// Task gates in a 32-bit IDT switch tasks (TaskSwitch.cs). Not yet: virtual-8086 mode.
 /// </summary>
 public sealed unsafe partial class SoftwareVcpu
 {
@@ -74,7 +74,7 @@ public sealed unsafe partial class SoftwareVcpu
         if (type is not (5 or 6 or 7 or 14 or 15)) return GP(idtErr);
         if ((kind == EventKind.Software || kind == EventKind.SoftwareException) && gateDpl < _cpl) return GP((uint)vector * 8 + 2);
         if (!present) return Fault(Vector.NP, idtErr);
-        if (type == 5) return Unsupported("task gate in the IDT (hardware task switch)");
+        if (type == 5) return DeliverThroughTaskGate(gate, hasErr, err, kind, ext);
 
         bool gate32 = type >= 14;
         bool trap = (type & 1) != 0;
