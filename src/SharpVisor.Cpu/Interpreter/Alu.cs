@@ -91,7 +91,7 @@ public sealed unsafe partial class SoftwareVcpu
         count &= size == 8 ? 0x3FUL : 0x1FUL;
         var st = ReadRmw(ref i, size, out ulong a, out ulong lin);
         if (st != Status.Ok) return st;
-        if (count == 0) return Status.Ok; // flags and destination untouched (memory still probed)
+        if (count == 0) return ZeroCountShift(ref i, size, a); // flags untouched (memory still probed)
         int bits = size * 8;
         ulong mask = SizeMask(size), sign = SignBit(size);
         ulong r;
@@ -185,7 +185,7 @@ public sealed unsafe partial class SoftwareVcpu
         st = ReadRmw(ref i, size, out ulong a, out ulong lin);
         if (st != Status.Ok) return st;
         ulong b = GetReg(i.Op1Register);
-        if (count == 0) return Status.Ok;
+        if (count == 0) return ZeroCountShift(ref i, size, a);
         int bits = size * 8, c = (int)count;
         ulong mask = SizeMask(size), sign = SignBit(size);
         ulong r; bool cf;
@@ -206,6 +206,18 @@ public sealed unsafe partial class SoftwareVcpu
         bool of = ((r ^ a) & sign) != 0;
         st = WriteRmw(ref i, size, lin, r); if (st != Status.Ok) return st;
         SetFlagsResult(size, r, cf, of);
+        return Status.Ok;
+    }
+
+    /// <summary>
+    /// A shift, rotate or SHLD/SHRD whose masked count is 0 leaves the flags and the value alone, but a
+    /// 32-bit register destination is still written, so bits 63:32 are cleared (SDM Vol. 1 §3.4.1.1:
+    /// 32-bit operands give a 32-bit result zero-extended into the 64-bit register).
+    /// Regression: found by the differential run (SHL ECX, 0 kept the upper half of RCX).
+    /// </summary>
+    private Status ZeroCountShift(ref Instruction i, int size, ulong value)
+    {
+        if (size == 4 && i.Op0Kind == OpKind.Register) SetReg(i.Op0Register, value);
         return Status.Ok;
     }
 
