@@ -402,7 +402,8 @@ public class LinuxBootTests
 
         ulong ram = Math.Max(256UL << 20, (k.PrefAddress + k.InitSize + (64UL << 20)) & ~0xFFFFFUL);
         using var mem = Ram(ram);
-        var r = LinuxLoader.Load(mem, new LinuxBootConfig { Kernel = k, Initrd = Initrd(1 << 20), CommandLine = "console=ttyS0" });
+        // The in-guest decompressor path; HostDecompressTests covers the default (vmlinux entered directly).
+        var r = LinuxLoader.Load(mem, new LinuxBootConfig { Kernel = k, Initrd = Initrd(1 << 20), CommandLine = "console=ttyS0", DecompressOnHost = false });
         Assert.Equal(0x100_0200UL, r.BootCpu.Rip);
         Assert.Equal(k.ProtectedModeKernel.Span[..4096].ToArray(), Bytes(mem, r.KernelGpa, 4096));
         Assert.True(r.InitrdGpa >= r.KernelGpa + k.InitSize);

@@ -41,6 +41,10 @@ public sealed class BzImage
     /// <summary>True when init_size came from the header (2.10+), false when estimated.</summary>
     public bool InitSizeFromHeader { get; }
     public string? KernelVersion { get; }
+    /// <summary>payload_offset (2.08+): where the compressed vmlinux starts in <see cref="ProtectedModeKernel"/>; 0 before 2.08.</summary>
+    public uint PayloadOffset { get; }
+    /// <summary>payload_length (2.08+); 0 when the header declares no payload. Not checked here (see Vmlinux.FromBzImage).</summary>
+    public uint PayloadLength { get; }
     /// <summary>End offset of the setup header: 0x202 + the byte at 0x201.</summary>
     public int HeaderEnd { get; }
 
@@ -92,6 +96,8 @@ public sealed class BzImage
             throw Bad($"has kernel_alignment 0x{KernelAlignment:x}, which is not a power of two");
 
         XLoadFlags = Field(d, SetupHeader.XLoadFlags, 2, 0x020C) is { } x ? (ushort)x : (ushort)0;
+        PayloadOffset = (uint)(Field(d, SetupHeader.PayloadOffset, 4, 0x0208) ?? 0);
+        PayloadLength = (uint)(Field(d, SetupHeader.PayloadLength, 4, 0x0208) ?? 0);
         if (Field(d, SetupHeader.InitSize, 4, 0x020A) is { } init)
         {
             InitSize = (uint)init;

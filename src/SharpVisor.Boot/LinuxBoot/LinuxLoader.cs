@@ -17,6 +17,17 @@
 //   boot.rst's sample loader uses (heap end 0xE000 past the setup code, minus 0x200).
 // - screen_info is all zero by default (no VGA console: Linux's vgacon gives up when
 //   orig_video_lines or _cols is 0); VgaTextConsole fills in 80×25 colour text mode.
+// - DecompressOnHost (the default): when the header declares a payload (2.08+) in a format
+//   with a host decoder (see Vmlinux), the vmlinux ELF inside is decompressed here and its
+//   PT_LOAD segments are loaded at their p_paddr with the bss zeroed, and the CPU enters at
+//   e_entry (startup_64 / startup_32 of the kernel proper) in the same state the 64-/32-bit
+//   protocol gives the bzImage's own entry, as Firecracker does with a vmlinux. This skips the
+//   bzImage's decompressor, which on an interpreting CPU costs billions of instructions. What
+//   that decompressor leaves for the kernel proper is only the kernel at its link address and
+//   boot_params (ESI/RSI); loading at p_paddr is the link address, so no relocation or KASLR
+//   is applied (loadflags KASLR_FLAG is cleared so the kernel does not think it was moved).
+//   An ELF whose class does not match the requested entry (ELF64 with the 32-bit protocol),
+//   and payloads without a host decoder, boot through the in-guest decompressor as before.
 using System.Buffers.Binary;
 using System.Text;
 using SharpVisor.Core;
@@ -46,6 +57,11 @@ public sealed class LinuxBootConfig
     public IReadOnlyList<E820Entry> ExtraE820 { get; init; } = [];
     /// <summary>Describe an 80×25 VGA text console in screen_info (only when the machine has VGA).</summary>
     public bool VgaTextConsole { get; init; }
+    /// <summary>
+    /// Decompress the bzImage's payload on the host and enter the vmlinux directly (default); false
+    /// always runs the kernel's own decompressor in the guest.
+    /// </summary>
+    public bool DecompressOnHost { get; init; } = true;
 }
 
 public sealed class LinuxBootResult : BootResult
@@ -59,6 +75,10 @@ public sealed class LinuxBootResult : BootResult
     public ulong InitrdSize { get; init; }
     /// <summary>CR3 for the 64-bit entry, 0 for the 32-bit one.</summary>
     public ulong Pml4Gpa { get; init; }
+    /// <summary>End of the memory the kernel owns from <see cref="KernelGpa"/> (init_size, or the vmlinux's last segment end).</summary>
+    public ulong KernelEnd { get; init; }
+    /// <summary>What was loaded when the payload was decompressed on the host; null when the guest decompresses the kernel.</summary>
+    public VmlinuxInfo? Vmlinux { get; init; }
     public required IReadOnlyList<E820Entry> E820 { get; init; }
 }
 
@@ -82,14 +102,31 @@ public static class LinuxLoader
                 : $"{k.Name}: xloadflags XLF_KERNEL_64 is clear, the kernel has no 64-bit entry point; use the 32-bit entry");
 
         ulong lowRamEnd = LowRamEnd(memory);
-        ulong load = k.PrefAddress != 0 ? k.PrefAddress : BootLayout.HighLoadGpa;
-        // Cannot wrap: BzImage keeps pref_address below 4 GiB and init_size is 32 bits.
-        ulong kernelEnd = load + Math.Max(k.InitSize, (ulong)k.ProtectedModeKernel.Length);
-        if (kernelEnd > lowRamEnd)
-            throw new ConfigurationException(
-                $"{k.Name}: the kernel needs RAM from 0x{load:x} to 0x{kernelEnd:x} (init_size {k.InitSize >> 20} MiB) but RAM below 4 GiB ends at 0x{lowRamEnd:x}; give the guest at least {(kernelEnd + 0xFFFFF) >> 20} MiB");
-        memory.Write(load, k.ProtectedModeKernel.Span);
-        placed.Add(new PlacedRange("kernel", load, (ulong)k.ProtectedModeKernel.Length));
+        var notes = new List<string>();
+        var vmlinux = config.DecompressOnHost ? HostDecompressed(k, config.Entry, notes) : null;
+        ulong load, kernelEnd;
+        if (vmlinux != null)
+        {
+            load = vmlinux.Start;
+            kernelEnd = vmlinux.End;
+            if (load < BootLayout.HighLoadGpa)
+                throw new ImageFormatException($"{k.Name}: the decompressed vmlinux loads at physical 0x{load:x}, below 1 MiB where the boot data lives");
+            if (kernelEnd > lowRamEnd)
+                throw new ConfigurationException(
+                    $"{k.Name}: the kernel needs RAM from 0x{load:x} to 0x{kernelEnd:x} but RAM below 4 GiB ends at 0x{lowRamEnd:x}; give the guest at least {(kernelEnd + 0xFFFFF) >> 20} MiB");
+            LoadSegments(memory, vmlinux, placed);
+        }
+        else
+        {
+            load = k.PrefAddress != 0 ? k.PrefAddress : BootLayout.HighLoadGpa;
+            // Cannot wrap: BzImage keeps pref_address below 4 GiB and init_size is 32 bits.
+            kernelEnd = load + Math.Max(k.InitSize, (ulong)k.ProtectedModeKernel.Length);
+            if (kernelEnd > lowRamEnd)
+                throw new ConfigurationException(
+                    $"{k.Name}: the kernel needs RAM from 0x{load:x} to 0x{kernelEnd:x} (init_size {k.InitSize >> 20} MiB) but RAM below 4 GiB ends at 0x{lowRamEnd:x}; give the guest at least {(kernelEnd + 0xFFFFF) >> 20} MiB");
+            memory.Write(load, k.ProtectedModeKernel.Span);
+            placed.Add(new PlacedRange("kernel", load, (ulong)k.ProtectedModeKernel.Length));
+        }
 
         var bp = new byte[ZeroPage.Size];
         var hdrEnd = Math.Min(k.HeaderEnd, SetupHeader.MaxEnd);
@@ -99,6 +136,14 @@ public static class LinuxLoader
         bp[SetupHeader.LoadFlags] |= SetupHeader.CanUseHeap;
         W16(bp, SetupHeader.HeapEndPtr, HeapEndPtr);
         W32(bp, SetupHeader.Code32Start, checked((uint)load));
+        if (vmlinux != null)
+        {
+            // As the decompressor leaves them: the kernel was not moved (no KASLR), and init_size,
+            // which describes the kernel's footprint from its load address, covers the vmlinux.
+            bp[SetupHeader.LoadFlags] &= unchecked((byte)~SetupHeader.KaslrFlag);
+            if (k.ProtocolVersion >= 0x020A && BinaryPrimitives.ReadUInt32LittleEndian(bp.AsSpan(SetupHeader.InitSize)) < kernelEnd - load)
+                W32(bp, SetupHeader.InitSize, checked((uint)(kernelEnd - load)));
+        }
 
         // Command line: cmdline_size excludes the terminating NUL (boot.rst, 2.06+).
         var cmdline = Encoding.ASCII.GetBytes(config.CommandLine);
@@ -164,14 +209,15 @@ public static class LinuxLoader
         ulong entry, pml4 = 0;
         if (config.Entry == LinuxEntry.Long64)
         {
-            entry = load + Startup64Offset;
+            // The identity map covers 4 GiB: the kernel (below 4 GiB, checked above) and boot_params.
+            entry = vmlinux?.Entry ?? load + Startup64Offset;
             pml4 = IdentityPageTables.Build(memory, BootLayout.PageTablesGpa);
             placed.Add(new PlacedRange("page tables", pml4, IdentityPageTables.Size));
             cpu = LongMode64(entry, pml4);
         }
         else
         {
-            entry = load; // code32_start as written above
+            entry = vmlinux?.Entry ?? load; // startup_32 of the vmlinux, or code32_start as written above
             cpu = VcpuState.Protected32(entry);
         }
         placed.Add(BootGdt.Write(memory, BootLayout.GdtGpa, config.Entry == LinuxEntry.Long64, cpu));
@@ -179,6 +225,7 @@ public static class LinuxLoader
         cpu.Rsi = BootLayout.BootParamsGpa;
         cpu.Rsp = BootLayout.LinuxStackTop;
         cpu.Rflags = 0x2;
+        CheckOverlaps(placed, k.Name);
 
         return new LinuxBootResult
         {
@@ -193,7 +240,52 @@ public static class LinuxLoader
             InitrdSize = initrdSize,
             Pml4Gpa = pml4,
             E820 = e820,
+            KernelEnd = kernelEnd,
+            Vmlinux = vmlinux?.Info, // not the image: the machine keeps this result for its lifetime
+            Notes = notes,
         };
+    }
+
+    /// <summary>The payload decompressed on the host when it can be and suits the entry; else null and a note why.</summary>
+    private static Vmlinux? HostDecompressed(BzImage k, LinuxEntry entry, List<string> notes)
+    {
+        var v = Vmlinux.FromBzImage(k, out var note);
+        if (v != null && v.Is64Bit != (entry == LinuxEntry.Long64))
+        {
+            notes.Add($"{k.Name}: the payload is an ELF{(v.Is64Bit ? "64" : "32")} vmlinux but the {(entry == LinuxEntry.Long64 ? "64" : "32")}-bit entry was asked for, so the kernel decompresses itself");
+            return null;
+        }
+        notes.Add(note);
+        return v;
+    }
+
+    /// <summary>Copies each PT_LOAD segment to p_paddr and zeroes p_memsz beyond p_filesz (the bss: RAM may hold an earlier boot's bytes).</summary>
+    private static void LoadSegments(GuestMemory memory, Vmlinux v, List<PlacedRange> placed)
+    {
+        byte[]? zeros = null;
+        foreach (var s in v.Segments)
+        {
+            memory.Write(s.Paddr, v.Image.AsSpan(checked((int)s.Offset), checked((int)s.FileSize)));
+            ulong gpa = s.Paddr + s.FileSize, left = s.MemSize - s.FileSize;
+            while (left > 0)
+            {
+                zeros ??= new byte[1 << 20];
+                int n = (int)Math.Min(left, (ulong)zeros.Length);
+                memory.Write(gpa, zeros.AsSpan(0, n));
+                gpa += (ulong)n;
+                left -= (ulong)n;
+            }
+            placed.Add(new PlacedRange("kernel", s.Paddr, s.MemSize));
+        }
+    }
+
+    /// <summary>Nothing the loader placed may overlap anything else it placed.</summary>
+    private static void CheckOverlaps(List<PlacedRange> placed, string name)
+    {
+        for (int i = 0; i < placed.Count; i++)
+            for (int j = i + 1; j < placed.Count; j++)
+                if (placed[i].Gpa < placed[j].End && placed[j].Gpa < placed[i].End)
+                    throw new ConfigurationException($"{name}: {placed[i]} overlaps {placed[j]}");
     }
 
     /// <summary>

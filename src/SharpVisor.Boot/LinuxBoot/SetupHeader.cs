@@ -29,6 +29,8 @@ public static class SetupHeader
     public const int XLoadFlags = 0x236;        // u16 (2.12+)
     public const int CmdlineSize = 0x238;       // u32 (2.06+)
     public const int HardwareSubarch = 0x23C;   // u32 (2.07+)
+    public const int PayloadOffset = 0x248;     // u32 (2.08+), from the start of the protected-mode code
+    public const int PayloadLength = 0x24C;     // u32 (2.08+)
     public const int SetupData = 0x250;         // u64 (2.09+)
     public const int PrefAddress = 0x258;       // u64 (2.10+)
     public const int InitSize = 0x260;          // u32 (2.10+)
