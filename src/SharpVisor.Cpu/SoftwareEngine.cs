@@ -19,6 +19,12 @@ public sealed class SoftwareEngine(GuestMemory memory, CpuModel? model = null) :
     /// </summary>
     public IMsrHandler? PlatformMsrs { get; set; }
 
+    /// <summary>
+    /// The machine clock. The TSC counts it (so the TSC-deadline timer, which the machine's APIC
+    /// runs on this clock, fires when the guest expects); without it the TSC counts host time.
+    /// </summary>
+    public SharpVisor.Core.Time.IClock? Clock { get; set; }
+
     /// <summary>Number of vCPUs in the VM (CPUID leaf 1 and 0xB report it).</summary>
     public int CpuCount { get; set; } = 1;
 

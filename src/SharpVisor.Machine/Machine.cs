@@ -200,7 +200,7 @@ public sealed class Machine : IDisposable
         _engine = config.Engine switch
         {
             EngineKind.Kvm => CreateKvm(),
-            _ => new SoftwareEngine(Memory) { CpuCount = config.Cpus, PlatformMsrs = new PlatformMsrs(this) },
+            _ => new SoftwareEngine(Memory) { CpuCount = config.Cpus, PlatformMsrs = new PlatformMsrs(this), Clock = _clock },
         };
         var vcpus = new IVcpu[config.Cpus];
         _started = new bool[config.Cpus];
@@ -209,6 +209,9 @@ public sealed class Machine : IDisposable
         {
             vcpus[c] = _engine.CreateVcpu(c);
             vcpus[c].InterruptSource = new CountingSource(_apics[c], _vectorCounts);
+            // The TSC-deadline timer compares the guest's TSC; the software CPU says when its TSC
+            // reaches a value on the machine clock. (KVM's CPUID does not offer TSC-deadline.)
+            if (vcpus[c] is SoftwareVcpu sv) _apics[c].TscToNs = sv.TscToNs;
         }
         _vcpus = vcpus;
         _started[0] = true;
@@ -532,9 +535,14 @@ public sealed class Machine : IDisposable
     /// <summary>Runs every timed device whose deadline has passed.</summary>
     private void ServiceTimers()
     {
-        long now = _clock.NowNs;
         foreach (var d in _timed)
-            if (d.NextDeadlineNs <= now) d.OnTime(now);
+        {
+            // The deadline first, then the time: a device may answer "due now" with the clock's
+            // current reading, which a time taken before asking would always precede.
+            long deadline = d.NextDeadlineNs;
+            long now = _clock.NowNs;
+            if (deadline <= now) d.OnTime(now);
+        }
     }
 
     private long NextDeadline()
@@ -693,6 +701,10 @@ public sealed class Machine : IDisposable
         for (int v = 0; v < 256; v++) if (_vectorCounts[v] > 0) sb.AppendLine($"  0x{v:x2}             {_vectorCounts[v],12}");
         for (int c = 0; c < _vcpus.Length; c++)
         {
+            // Where each vCPU stopped: the first thing to know about a guest that hangs.
+            var where = new VcpuState();
+            _vcpus[c].GetState(where);
+            sb.AppendLine($"vCPU {c} stopped at {where.Cs.Selector:x4}:{where.Rip:x} (RFLAGS {where.Rflags:x})");
             sb.AppendLine($"vCPU {c}:");
             foreach (var kv in Sum(_priorVcpuStats[c], _vcpus[c].Statistics).OrderBy(k => k.Key)) sb.AppendLine($"  {kv.Key,-24} {kv.Value,12}");
         }

@@ -224,3 +224,24 @@ public class FpuStateTests
         Assert.Equal(0u, (uint)s.Rcx & (1u << 28)); // AVX is not implemented, so not advertised
     }
 }
+
+/// <summary>The TSC counts the engine's clock at the model's frequency, and the APIC's TSC-deadline conversion inverts it.</summary>
+public class TscClockTests
+{
+    [Fact]
+    public void TscFollowsTheEngineClockAndTscToNsInvertsIt()
+    {
+        using var m = new TestMachine();
+        var clock = new SharpVisor.Core.Time.ManualClock { NowNs = 1_500_000_000 };
+        m.Engine.Clock = clock;
+        m.Memory.Write(0x100000, TestMachine.Assemble(64, 0x100000, a => { a.rdtsc(); a.hlt(); }));
+        m.EnterLong64(0x100000);
+        Assert.Equal(ExitReason.Halt, m.Run());
+        var s = m.State();
+        ulong tsc = (s.Rdx << 32) | (s.Rax & 0xFFFF_FFFF);
+        ulong expected = (ulong)(1_500_000_000L * m.Engine.Model.TscHz / 1_000_000_000);
+        Assert.Equal(expected, tsc);
+        var cpu = (SoftwareVcpu)m.Cpu;
+        Assert.Equal(1_500_000_000L + 1_000, cpu.TscToNs(tsc + (ulong)(m.Engine.Model.TscHz / 1_000_000)));
+    }
+}

@@ -116,6 +116,66 @@ public sealed class Pit8254Tests
         Assert.Equal(StatusOut, Status(0) & StatusOut);
     }
 
+    /// <summary>
+    /// Linux's sequence as it happens in a running VM: channel 2 used for calibration first, then
+    /// channel 0 programmed for HZ = 250 minutes after the machine started, with the machine
+    /// servicing the PIT whenever its deadline has passed. Every period must give an edge.
+    /// </summary>
+    [Theory]
+    [InlineData(0L)]
+    [InlineData(206_654_470_000_000L)]
+    public void Mode2PeriodicEdgesLongAfterStart(long startNs)
+    {
+        _clock.NowNs = startNs;
+        Out61(0x01);
+        Out(Control, 0xB0);
+        Out(2, 0xFF); Out(2, 0xFF);
+        _clock.NowNs += 3_748_000_000;
+        Out(Control, 0x34);
+        LoadLoHi(0, 4773);
+        int baseline = _irq0.RisingEdges;
+        long end = _clock.NowNs + 100_000_000;
+        while (_clock.NowNs < end)
+        {
+            long deadline = _pit.NextDeadlineNs;
+            Assert.NotEqual(long.MaxValue, deadline);
+            _clock.NowNs = Math.Max(_clock.NowNs + 50_000, deadline);
+            _pit.OnTime(_clock.NowNs);
+        }
+        // 100 ms at 1193182 Hz / 4773 = 25 periods.
+        Assert.InRange(_irq0.RisingEdges - baseline, 24, 26);
+    }
+
+    /// <summary>A host clock moves between reads; this one moves one nanosecond per read.</summary>
+    private sealed class TickingClock : IClock
+    {
+        private long _ns;
+        public long NowNs => ++_ns + Base;
+        public long Base;
+        public DateTime StartWallTime => DateTime.UnixEpoch;
+    }
+
+    /// <summary>
+    /// A machine that takes the time and then asks for the deadline must find an overdue edge due.
+    /// (The PIT once answered "due at the clock's current reading", always later than the caller's
+    /// time, so with a real clock IRQ0 never fired again and Linux's timer check panicked.)
+    /// </summary>
+    [Fact]
+    public void AnOverdueEdgeIsDueForACallerThatReadTheClockFirst()
+    {
+        var clock = new TickingClock();
+        var irq = new NullIrqLine();
+        var pit = new Pit8254(clock, irq);
+        pit.Write(Control, 1, 0x34);
+        pit.Write(0, 1, 100); pit.Write(0, 1, 0);
+        clock.Base += 1_000_000; // about 12 periods later
+        long now = clock.NowNs;
+        Assert.True(pit.NextDeadlineNs <= now);
+        int before = irq.RisingEdges;
+        pit.OnTime(now);
+        Assert.Equal(before + 1, irq.RisingEdges);
+    }
+
     [Fact]
     public void Mode2PeriodicIrq0LikeLinuxHz1000()
     {

@@ -342,10 +342,21 @@ public sealed unsafe partial class SoftwareVcpu
         return Status.Ok;
     }
 
-    private ulong ReadTsc()
+    /// <summary>
+    /// The TSC: the engine's clock (the machine clock, so device timers and the TSC agree) at the
+    /// model's frequency, plus the offset a WRMSR to IA32_TSC set. Without a clock, host time.
+    /// </summary>
+    private ulong ReadTsc() => TscAtNs(_engine.Clock?.NowNs ?? HostNs()) + _tscOffset;
+
+    private static long HostNs() => (long)((Int128)Stopwatch.GetTimestamp() * 1_000_000_000 / Stopwatch.Frequency);
+
+    private ulong TscAtNs(long ns) => (ulong)((Int128)ns * _model.TscHz / 1_000_000_000);
+
+    /// <summary>The clock time (ns) at which this vCPU's TSC reads <paramref name="tsc"/>: for the APIC's TSC-deadline timer.</summary>
+    public long TscToNs(ulong tsc)
     {
-        long ticks = Stopwatch.GetTimestamp();
-        return (ulong)(ticks * (double)_model.TscHz / Stopwatch.Frequency) + _tscOffset;
+        Int128 ns = ((Int128)tsc - _tscOffset) * 1_000_000_000 / _model.TscHz;
+        return ns > long.MaxValue ? long.MaxValue : ns < 0 ? 0 : (long)ns;
     }
 
     private Status Rdtsc(bool p)

@@ -115,7 +115,9 @@ public sealed class Pit8254 : IBusDevice, ITimedDevice, IByteRegisterFile
             long t = NowTick;
             var c = _counters[0];
             PitCounter.Sync(ref c, t);
-            if (PitCounter.TotalEdges(c, t) > c.EdgesReported) return _clock.NowNs;
+            // An edge not yet reported is already due: its own (past) time, never "now", which
+            // would be later than any time the caller took before asking.
+            if (PitCounter.TotalEdges(c, t) > c.EdgesReported) return 0;
             long tick = PitCounter.NextRisingEdgeTick(c, t);
             return tick == long.MaxValue ? long.MaxValue : NsAtTick(tick);
         }
