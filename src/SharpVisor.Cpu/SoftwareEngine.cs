@@ -25,6 +25,9 @@ public sealed class SoftwareEngine(GuestMemory memory, CpuModel? model = null) :
     /// </summary>
     public SharpVisor.Core.Time.IClock? Clock { get; set; }
 
+    /// <summary>Held by a vCPU for the duration of a locked instruction (LOCK prefix, XCHG with memory).</summary>
+    internal object AtomicLock { get; } = new();
+
     /// <summary>Number of vCPUs in the VM (CPUID leaf 1 and 0xB report it).</summary>
     public int CpuCount { get; set; } = 1;
 

@@ -104,6 +104,15 @@ public class LinuxBootTests(ITestOutputHelper output)
         CheckReport(text, r, machine, 1);
     }
 
+    /// <summary>SMP: the kernel starts the second vCPU with INIT/SIPI and both run its work (locked atomics across host threads).</summary>
+    [Fact]
+    public void DebianKernelBootsWithTwoCpusOnTheSoftwareEngine()
+    {
+        var (r, text, _) = Boot("amd64", EngineKind.Software, 2, TimeSpan.FromMinutes(10));
+        CheckReport(text, r, "x86_64", 2);
+        Assert.Contains("smp: Brought up 1 node, 2 CPUs", text);
+    }
+
     [Fact]
     public void DebianKernelBootsAndRunsItsTestOnKvm()
     {

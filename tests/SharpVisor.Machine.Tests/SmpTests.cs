@@ -49,10 +49,10 @@ public class SmpTests
 
     /// <summary>
     /// guests/test/smplock.asm: the APs race 200,000 LOCK ADDs each on one counter. The software
-    /// engine runs vCPUs on parallel host threads and does not yet make LOCK-prefixed
-    /// read-modify-writes atomic across them (measured: 896,612 of 900,000 with 4 vCPUs).
+    /// engine runs vCPUs on parallel host threads; without atomic locked read-modify-writes it
+    /// lost updates here (896,612 of 900,000 with 4 vCPUs).
     /// </summary>
-    [Fact(Skip = "software engine: LOCK-prefixed read-modify-write is not atomic across vCPU threads yet (CPU issue)")]
+    [Fact]
     public void LockedAddsFromEveryProcessorAreAtomicOnTheSoftwareEngine()
     {
         var (r, text) = Boot(4, EngineKind.Software, "smplock");

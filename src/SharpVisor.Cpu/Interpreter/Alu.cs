@@ -581,8 +581,10 @@ public sealed unsafe partial class SoftwareVcpu
         }
         else
         {
-            // The destination is written back unchanged (a locked RMW cycle always writes).
-            if (i.Op0Kind == OpKind.Memory) { st = WriteLinear(lin, size, dst); if (st != Status.Ok) return st; }
+            // Hardware writes the unchanged value back inside its locked cycle; that store is
+            // invisible except that, emulated outside such a cycle, it could undo a plain store
+            // another vCPU made meanwhile (a spinlock release), so it is not repeated. The write
+            // permission was already checked by ReadRmw.
             SetReg(size switch { 1 => Register.AL, 2 => Register.AX, 4 => Register.EAX, _ => Register.RAX }, dst);
         }
         SetFlags(FlagOp.Sub, size, acc, dst, r);
@@ -611,8 +613,7 @@ public sealed unsafe partial class SoftwareVcpu
         }
         else
         {
-            st = WriteLinear(lin, half, lo); if (st != Status.Ok) return st;
-            st = WriteLinear(lin + (ulong)half, half, hi); if (st != Status.Ok) return st;
+            // No write-back of the unchanged value (see Cmpxchg); write permission was probed.
             // EDX:EAX (32-bit writes zero-extend) or RDX:RAX receive the memory value.
             _gpr[0] = lo; _gpr[2] = hi;
             _flags &= ~Rflags.ZF;

@@ -31,7 +31,7 @@ public sealed unsafe partial class SoftwareVcpu
             ref Instruction ins = ref code[k];
             bool shadow = _interruptShadow;
             _rip = ins.NextIP & ipMask;
-            st = Execute(ref ins);
+            st = ins.HasLockPrefix || IsImplicitlyLocked(ref ins) ? ExecuteLocked(ref ins) : Execute(ref ins);
             if (st != Status.Ok)
             {
                 InstructionsRetired += k;
@@ -57,6 +57,21 @@ public sealed unsafe partial class SoftwareVcpu
             return AfterSingleStep();
         }
         return Status.Ok;
+    }
+
+    /// <summary>XCHG with a memory operand is locked without a prefix (SDM Vol. 2, XCHG).</summary>
+    private static bool IsImplicitlyLocked(ref Instruction ins) =>
+        ins.Mnemonic == Mnemonic.Xchg && (ins.Op0Kind == OpKind.Memory || ins.Op1Kind == OpKind.Memory);
+
+    /// <summary>
+    /// A locked read-modify-write runs while holding the engine's lock, so locked operations of
+    /// different vCPU threads never interleave (SDM Vol. 3 §9.1.2.2). Plain stores of other vCPUs
+    /// are not held back; CMPXCHG therefore does not re-store an unchanged value (see Alu.cs).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private Status ExecuteLocked(ref Instruction ins)
+    {
+        lock (_engine.AtomicLock) return Execute(ref ins);
     }
 
     private Status FinishInstruction(ref Instruction ins, Status st)
