@@ -244,4 +244,28 @@ public class TscClockTests
         var cpu = (SoftwareVcpu)m.Cpu;
         Assert.Equal(1_500_000_000L + 1_000, cpu.TscToNs(tsc + (ulong)(m.Engine.Model.TscHz / 1_000_000)));
     }
+
+    [Fact]
+    public void CpuidLeaf15GivesTheTscFrequencyAndTscAdjustMovesTheTsc()
+    {
+        using var m = new TestMachine();
+        var clock = new SharpVisor.Core.Time.ManualClock { NowNs = 1_000_000_000 };
+        m.Engine.Clock = clock;
+        m.Memory.Write(0x100000, TestMachine.Assemble(64, 0x100000, a =>
+        {
+            a.mov(eax, 0x15); a.cpuid();
+            a.mov(r8d, eax); a.mov(r9d, ebx); a.mov(r10d, ecx);
+            a.mov(ecx, 0x3B); a.mov(eax, 1000); a.xor(edx, edx); a.wrmsr();   // IA32_TSC_ADJUST = 1000
+            a.rdtsc(); a.mov(r11d, eax); a.shl(rdx, 32); a.or(r11, rdx);
+            a.mov(ecx, 0x3B); a.rdmsr(); a.mov(r12d, eax);
+            a.hlt();
+        }));
+        m.EnterLong64(0x100000);
+        Assert.Equal(ExitReason.Halt, m.Run());
+        var s = m.State();
+        Assert.Equal(m.Engine.Model.TscHz, (long)(s.Gpr[10] * s.Gpr[9] / s.Gpr[8]));
+        ulong baseTsc = (ulong)(1_000_000_000L * m.Engine.Model.TscHz / 1_000_000_000);
+        Assert.Equal(baseTsc + 1000, s.Gpr[11]);
+        Assert.Equal(1000UL, s.Gpr[12]);
+    }
 }

@@ -346,6 +346,8 @@ public sealed unsafe partial class SoftwareVcpu
     /// The TSC: the engine's clock (the machine clock, so device timers and the TSC agree) at the
     /// model's frequency, plus the offset a WRMSR to IA32_TSC set. Without a clock, host time.
     /// </summary>
+    private const uint TscAdjustMsr = 0x3B;
+
     private ulong ReadTsc() => TscAtNs(_engine.Clock?.NowNs ?? HostNs()) + _tscOffset;
 
     private static long HostNs() => (long)((Int128)Stopwatch.GetTimestamp() * 1_000_000_000 / Stopwatch.Frequency);
@@ -409,6 +411,8 @@ public sealed unsafe partial class SoftwareVcpu
         {
             case Msr.Efer: v = _efer; return true;
             case Msr.Tsc: v = ReadTsc(); return true;
+            // IA32_TSC_ADJUST (SDM Vol. 3 §17.17.3): the offset software added to the TSC.
+            case TscAdjustMsr: v = _tscOffset; return true;
             case Msr.FsBase: v = _seg[Seg.FS].Base; return true;
             case Msr.GsBase: v = _seg[Seg.GS].Base; return true;
             case 0xFE: v = 0x508; return true;          // MTRRcap: 8 variable ranges, fixed ranges, WC
@@ -447,7 +451,9 @@ public sealed unsafe partial class SoftwareVcpu
                 _endBlock = true;
                 return Status.Ok;
             }
+            // A write to IA32_TSC changes IA32_TSC_ADJUST by the same amount, and the reverse.
             case Msr.Tsc: _tscOffset = v - (ReadTsc() - _tscOffset); return Status.Ok;
+            case TscAdjustMsr: _tscOffset = v; return Status.Ok;
             case Msr.FsBase: case Msr.GsBase: case Msr.KernelGsBase: case Msr.Lstar: case Msr.Cstar:
             case Msr.SysenterEsp: case Msr.SysenterEip:
                 if (!IsCanonical(v)) return GP(0);

@@ -15,6 +15,8 @@ public sealed class CpuModel
     public uint Signature { get; init; } = 0x000306A9;
     public int PhysicalAddressBits { get; init; } = 40;
     public int LinearAddressBits { get; init; } = 48;
+    /// <summary>The core crystal clock of leaf 0x15; <see cref="TscHz"/> is a whole multiple of it.</summary>
+    public const long CrystalHz = 25_000_000;
     /// <summary>TSC frequency the guest sees (also reported in leaf 0x15/0x16).</summary>
     public long TscHz { get; init; } = 2_000_000_000;
     /// <summary>
@@ -29,7 +31,7 @@ public sealed class CpuModel
         switch (leaf)
         {
             case 0:
-                eax = 0xD;
+                eax = 0x16;
                 (ebx, edx, ecx) = VendorRegs(Vendor);
                 break;
             case 1:
@@ -52,7 +54,8 @@ public sealed class CpuModel
                 break;
             case 7 when subleaf == 0:
                 // EBX: FSGSBASE(0) BMI1(3) SMEP(7) BMI2(8) ERMS(9) ADX(19) SMAP(20) CLFLUSHOPT(23)
-                ebx = (1u << 0) | (1u << 3) | (1u << 7) | (1u << 8) | (1u << 9) | (1u << 19) | (1u << 20) | (1u << 23);
+                // TSC_ADJUST(1): with the invariant TSC it tells Linux the TSC needs no clocksource watchdog.
+                ebx = (1u << 0) | (1u << 1) | (1u << 3) | (1u << 7) | (1u << 8) | (1u << 9) | (1u << 19) | (1u << 20) | (1u << 23);
                 ecx = 1u << 2; // UMIP
                 break;
             case 0xB:
@@ -66,6 +69,14 @@ public sealed class CpuModel
                 // so every enabled combination needs 512 + the 64-byte header (SDM Vol. 1 §13.2).
                 if (subleaf == 0) { eax = 3; ebx = 576; ecx = 576; }
                 else if (subleaf == 1) { eax = (1u << 0) | (1u << 1); ebx = 576; } // XSAVEOPT, XSAVEC; no XSAVES
+                break;
+            case 0x15:
+                // TSC / core crystal clock (SDM Vol. 3 §19.7.3): TSC = ECX × EBX / EAX with a 25 MHz crystal,
+                // so the guest knows the TSC frequency instead of calibrating it against the PIT.
+                eax = 1; ebx = (uint)(TscHz / CrystalHz); ecx = (uint)CrystalHz;
+                break;
+            case 0x16:
+                eax = ebx = (uint)(TscHz / 1_000_000); ecx = 100; // base and maximum MHz, bus 100 MHz
                 break;
             case 0x8000_0000:
                 eax = 0x8000_0008;
