@@ -241,11 +241,19 @@ public sealed unsafe partial class SoftwareVcpu
     }
 
     /// <summary>Operand size of stack operations of this instruction (PUSH/POP/CALL/RET).</summary>
-    internal int StackOpSize(ref Instruction i) => i.StackPointerIncrement switch
+    internal int StackOpSize(ref Instruction i) => i.Code switch
     {
-        -2 or 2 => 2,
-        -4 or 4 => 4,
-        -8 or 8 => 8,
-        _ => _mode64 ? 8 : _codeBits / 8,
+        // Iced's StackPointerIncrement counts RET's imm16 and ENTER's frame too, so these forms
+        // take the size from the encoding (a 32-bit "ret 4" pops 4 bytes of return address).
+        Code.Retnw or Code.Retnw_imm16 or Code.Enterw_imm16_imm8 or Code.Leavew => 2,
+        Code.Retnd or Code.Retnd_imm16 or Code.Enterd_imm16_imm8 or Code.Leaved => 4,
+        Code.Retnq or Code.Retnq_imm16 or Code.Enterq_imm16_imm8 or Code.Leaveq => 8,
+        _ => i.StackPointerIncrement switch
+        {
+            -2 or 2 => 2,
+            -4 or 4 => 4,
+            -8 or 8 => 8,
+            _ => _mode64 ? 8 : _codeBits / 8,
+        },
     };
 }
