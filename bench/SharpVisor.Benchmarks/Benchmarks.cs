@@ -57,6 +57,56 @@ public class InterpreterBenchmarks
     public long RepMovsbCopy() => _repMovsb.Run();
 }
 
+/// <summary>
+/// SSE2 string primitives (glibc's strlen, memcmp and memcpy loops) and the same floating-point
+/// kernel in x87 float80 and SSE scalar double. The guests check their results when built.
+/// </summary>
+public class SimdBenchmarks
+{
+    private const int StringPasses = 32;
+    private const int HornerPasses = 4;
+    private const int StrlenBytes = StringPasses * SoftwareGuest.StrlenLength;
+    private const int MemcmpBytes = StringPasses * (SoftwareGuest.MemcmpDifference / 16 + 1) * 16;
+    private const int MemcpyBytes = StringPasses * Layout.CopyBytes;
+    private const int HornerFlops = HornerPasses * SoftwareGuest.HornerElements * SoftwareGuest.HornerFlopsPerElement;
+
+    private SoftwareGuest _strlen = null!, _memcmp = null!, _memcpy = null!, _x87 = null!, _sse = null!;
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        _strlen = Check(SoftwareGuest.Strlen64(StringPasses), StrlenBytes);
+        _memcmp = Check(SoftwareGuest.Memcmp64(StringPasses), MemcmpBytes);
+        _memcpy = Check(SoftwareGuest.Memcpy64(StringPasses), MemcpyBytes);
+        _x87 = Check(SoftwareGuest.HornerX87(HornerPasses), HornerFlops);
+        _sse = Check(SoftwareGuest.HornerSse(HornerPasses), HornerFlops);
+    }
+
+    private static SoftwareGuest Check(SoftwareGuest g, long expected) => Math.Max(g.BytesPerRun, g.FlopsPerRun) == expected
+        ? g : throw new InvalidOperationException($"{g.Name}: OperationsPerInvoke {expected} ≠ the guest's bytes/FLOPs per run");
+
+    [GlobalCleanup]
+    public void Cleanup()
+    {
+        foreach (var g in new[] { _strlen, _memcmp, _memcpy, _x87, _sse }) g?.Dispose();
+    }
+
+    [Benchmark(OperationsPerInvoke = StrlenBytes, Description = "SSE2 strlen, 4 KiB pages (op = byte)")]
+    public long Strlen() => _strlen.Run();
+
+    [Benchmark(OperationsPerInvoke = MemcmpBytes, Description = "SSE2 memcmp, 4 KiB pages (op = byte)")]
+    public long Memcmp() => _memcmp.Run();
+
+    [Benchmark(OperationsPerInvoke = MemcpyBytes, Description = "SSE2 memcpy, 4 KiB pages (op = byte)")]
+    public long Memcpy() => _memcpy.Run();
+
+    [Benchmark(OperationsPerInvoke = HornerFlops, Description = "x87 float80 Horner/FSQRT/FDIV (op = FLOP)")]
+    public long HornerX87() => _x87.Run();
+
+    [Benchmark(OperationsPerInvoke = HornerFlops, Description = "SSE2 scalar double Horner/SQRTSD/DIVSD (op = FLOP)")]
+    public long HornerSse() => _sse.Run();
+}
+
 /// <summary>Exit round trip: OUT exits through IVcpu.Run per second, software engine and (where usable) KVM.</summary>
 public class ExitBenchmarks
 {

@@ -31,7 +31,7 @@ internal static class Layout
 }
 
 /// <summary>One guest on one software vCPU, ready to be run again and again from the same start state.</summary>
-internal sealed class SoftwareGuest : IDisposable
+internal sealed partial class SoftwareGuest : IDisposable
 {
     private readonly GuestMemory _memory = new();
     private readonly SoftwareEngine _engine;
@@ -44,6 +44,18 @@ internal sealed class SoftwareGuest : IDisposable
     public long UnitsPerRun { get; }
     /// <summary>Guest instructions one <see cref="Run"/> retires (the closed formula of the guest).</summary>
     public long InstructionsPerRun { get; }
+    /// <summary>Bytes one run scans, compares or copies, when the guest is a string primitive (else 0).</summary>
+    public long BytesPerRun { get; init; }
+    /// <summary>Floating-point operations one run does, when the guest is arithmetic (else 0).</summary>
+    public long FlopsPerRun { get; init; }
+    /// <summary>
+    /// Checks what the guest computed after a run (registers, memory); returns why it is wrong or null.
+    /// Null for guests whose instruction count is the whole check.
+    /// </summary>
+    public Func<SoftwareGuest, string?>? ResultCheck { get; init; }
+
+    /// <summary>The guest's RAM, for writing its input data and reading its results.</summary>
+    public GuestMemory Memory => _memory;
 
     private SoftwareGuest(string name, Unit unit, long units, long instructions, byte[] code, VcpuState start, bool fourKPages)
     {
@@ -78,7 +90,23 @@ internal sealed class SoftwareGuest : IDisposable
         long n = Run();
         if (n != InstructionsPerRun)
             throw new InvalidOperationException($"{Name}: retired {n} instructions, the guest's formula says {InstructionsPerRun}");
+        CheckResult();
         return this;
+    }
+
+    /// <summary>Throws when the last run computed a wrong result, so a wrong engine fails rather than being timed.</summary>
+    public void CheckResult()
+    {
+        if (ResultCheck?.Invoke(this) is { } wrong)
+            throw new InvalidOperationException($"{Name}: wrong result: {wrong}");
+    }
+
+    /// <summary>The vCPU's registers now (after a run: at the guest's HLT).</summary>
+    public VcpuState State()
+    {
+        var s = new VcpuState();
+        Vcpu.GetState(s);
+        return s;
     }
 
     public void Dispose()
@@ -117,6 +145,18 @@ internal sealed class SoftwareGuest : IDisposable
         s.Cr3 = Layout.Pml4;
         s.Efer = Efer.LME | Efer.LMA;
         s.Rsp = 0x7000;
+        return s;
+    }
+
+    /// <summary>
+    /// <see cref="Long64"/> with SSE enabled the way a 64-bit kernel leaves it (CR4.OSFXSR and
+    /// OSXMMEXCPT set, CR0.MP set and EM clear), so SSE and x87 instructions run without faulting.
+    /// </summary>
+    private static VcpuState Long64Simd()
+    {
+        var s = Long64();
+        s.Cr0 |= Cr0.MP;
+        s.Cr4 |= Cr4.OSFXSR | Cr4.OSXMMEXCPT;
         return s;
     }
 

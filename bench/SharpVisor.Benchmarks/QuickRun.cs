@@ -17,6 +17,8 @@ internal static class QuickRun
     public const int CopyPasses = 8;
     public const int SoftwareExits = 1_000_000;
     public const int KvmExits = 20_000;
+    public const int SimdStringPasses = 32;
+    public const int HornerPasses = 4;
 
     private static readonly CultureInfo Inv = CultureInfo.InvariantCulture;
 
@@ -75,6 +77,13 @@ internal static class QuickRun
         if (want("mov loop")) Row(SoftwareGuest.MovLoop64(CopyPasses), repeat, bytes: (long)CopyPasses * Layout.CopyBytes);
         if (want("rep movsb")) Row(SoftwareGuest.RepMovsb64(CopyPasses * 4), repeat);
         if (want("exit software")) Row(SoftwareGuest.OutLoop(SoftwareExits), repeat);
+        if (want("sse2 strlen")) Row(SoftwareGuest.Strlen64(SimdStringPasses), repeat);
+        if (want("sse2 memcmp")) Row(SoftwareGuest.Memcmp64(SimdStringPasses), repeat);
+        if (want("sse2 memcpy")) Row(SoftwareGuest.Memcpy64(SimdStringPasses), repeat);
+        TimeSpan? x87 = want("x87 float80 horner") ? Row(SoftwareGuest.HornerX87(HornerPasses), repeat) : null;
+        TimeSpan? sse = want("sse2 double horner") ? Row(SoftwareGuest.HornerSse(HornerPasses), repeat) : null;
+        if (x87 is { } x && sse is { } d)
+            Console.WriteLine($"| x87 float80 ÷ SSE2 scalar double, same instruction count per element | | | | | {(x / d).ToString("F2", Inv)}× the time (fastest runs, CPU time where measurable) |");
         if (!want("exit kvm")) return;
         using (var kvm = KvmGuest.TryCreate(KvmExits, out string whyNot))
         {
@@ -97,16 +106,24 @@ internal static class QuickRun
         }
     }
 
-    private static void Row(SoftwareGuest g, int repeat, long bytes = 0)
+    /// <summary>Prints one row per timed run; returns the fastest run's time (CPU time where measurable, else wall).</summary>
+    private static TimeSpan Row(SoftwareGuest g, int repeat, long bytes = 0)
     {
         using (g)
         {
             g.Run(); // warm-up (the guest already ran once to verify its instruction count)
-            for (int k = 0; k < repeat; k++) Timed(g, bytes);
+            var best = TimeSpan.MaxValue;
+            for (int k = 0; k < repeat; k++)
+            {
+                var t = Timed(g, bytes == 0 ? g.BytesPerRun : bytes);
+                g.CheckResult(); // untimed: a run that computed a wrong value must not be reported
+                if (t < best) best = t;
+            }
+            return best;
         }
     }
 
-    private static void Timed(SoftwareGuest g, long bytes)
+    private static TimeSpan Timed(SoftwareGuest g, long bytes)
     {
         {
             var cpu0 = ThreadCpuTime.Now();
@@ -118,14 +135,22 @@ internal static class QuickRun
             {
                 Unit.Byte => $"{(sw.Elapsed.TotalNanoseconds / g.UnitsPerRun).ToString("F1", Inv)} ns per byte (the engine retires REP MOVSB once per 4 KiB chunk)",
                 Unit.Exit => $"{Rate(g.UnitsPerRun, sw.Elapsed)} exits/s, {Micro(sw.Elapsed, g.UnitsPerRun)} per exit",
-                _ => bytes > 0 ? $"{Rate(bytes, sw.Elapsed)} bytes/s" : $"{(sw.Elapsed.TotalNanoseconds / n).ToString("F1", Inv)} ns per instruction",
+                _ when bytes > 0 => $"{Rate(bytes, sw.Elapsed)} bytes/s" + PerCpu(bytes, cpu, " bytes"),
+                _ when g.FlopsPerRun > 0 => $"{Rate(g.FlopsPerRun, sw.Elapsed)} FLOP/s" + PerCpu(g.FlopsPerRun, cpu, " FLOP") +
+                                            $", {(sw.Elapsed.TotalNanoseconds / n).ToString("F1", Inv)} ns per instruction",
+                _ => $"{(sw.Elapsed.TotalNanoseconds / n).ToString("F1", Inv)} ns per instruction",
             };
             long counted = g.Unit == Unit.Byte ? g.UnitsPerRun : n;
             string rate = g.Unit == Unit.Byte ? $"{Rate(counted, sw.Elapsed)} bytes/s" : Rate(counted, sw.Elapsed);
             string cpuRate = cpu is { } c && c > TimeSpan.Zero ? Rate(counted, c) + (g.Unit == Unit.Byte ? " bytes/s" : "") : "?";
             Console.WriteLine($"| {g.Name} | {N(n)} | {Sec(sw.Elapsed)} | {rate} | {cpuRate} | {per} |");
+            // On a loaded machine the wall time includes waiting for a core; the thread's CPU time does not.
+            return cpu is { } used && used > TimeSpan.Zero ? used : sw.Elapsed;
         }
     }
+
+    private static string PerCpu(long n, TimeSpan? cpu, string unit) =>
+        cpu is { } c && c > TimeSpan.Zero ? $" ({Rate(n, c)}{unit} per CPU-second)" : "";
 
     private static string N(long n) => n.ToString("N0", Inv);
     private static string Ms(TimeSpan t) => $"{t.TotalMilliseconds.ToString("F0", Inv)} ms";
