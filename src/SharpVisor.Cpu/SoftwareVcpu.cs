@@ -37,7 +37,11 @@ public sealed unsafe partial class SoftwareVcpu : IVcpu
     internal ulong _cr0, _cr2, _cr3, _cr4, _cr8, _efer;
     internal readonly ulong[] _dr = new ulong[8];
     internal ulong _tscOffset;
+    /// <summary>MSRs without a field of their own (PAT, MTRRs, MISC_ENABLE, …): set rarely, read rarely.</summary>
     internal readonly Dictionary<uint, ulong> _msrs = new();
+    // MSRs used by SWAPGS, the fast system calls, RDTSCP and RDPID: fields, not dictionary look-ups.
+    internal ulong _msrStar, _msrLstar, _msrCstar, _msrSfmask, _msrKernelGsBase, _msrTscAux;
+    internal ulong _msrSysenterCs, _msrSysenterEsp, _msrSysenterEip;
 
     // ---- cached mode (recomputed by UpdateMode on CS/CR0/EFER changes) ----
     internal int _cpl;
@@ -57,8 +61,9 @@ public sealed unsafe partial class SoftwareVcpu : IVcpu
     internal bool _irqCheck;
     internal bool _nmiPending, _nmiBlocked;
     internal bool _halted;
-    private volatile bool _kick;
-    private volatile bool _nmiRequest;
+    /// <summary>Requests from other threads (<see cref="SignalKick"/>, <see cref="SignalNmi"/>), taken atomically by the run loop.</summary>
+    private int _signals;
+    private const int SignalKick = 1, SignalNmi = 2;
 
     // ---- VMM I/O protocol (see Status.NeedInput) ----
     // An instruction needs at most 2 operands × 8 bytes when each byte crosses into MMIO.
@@ -102,8 +107,8 @@ public sealed unsafe partial class SoftwareVcpu : IVcpu
         }
     }
 
-    public void Kick() => _kick = true;
-    public void RequestNmi() { _nmiRequest = true; _kick = true; }
+    public void Kick() => Interlocked.Or(ref _signals, SignalKick);
+    public void RequestNmi() => Interlocked.Or(ref _signals, SignalNmi);
 
     public void Dispose() { }
 
@@ -120,6 +125,9 @@ public sealed unsafe partial class SoftwareVcpu : IVcpu
         s.Cr0 = _cr0; s.Cr2 = _cr2; s.Cr3 = _cr3; s.Cr4 = _cr4; s.Cr8 = _cr8; s.Efer = _efer;
         s.Msrs.Clear();
         foreach (var kv in _msrs) s.Msrs[kv.Key] = kv.Value;
+        s.Msrs[Msr.Star] = _msrStar; s.Msrs[Msr.Lstar] = _msrLstar; s.Msrs[Msr.Cstar] = _msrCstar;
+        s.Msrs[Msr.Sfmask] = _msrSfmask; s.Msrs[Msr.KernelGsBase] = _msrKernelGsBase; s.Msrs[Msr.TscAux] = _msrTscAux;
+        s.Msrs[Msr.SysenterCs] = _msrSysenterCs; s.Msrs[Msr.SysenterEsp] = _msrSysenterEsp; s.Msrs[Msr.SysenterEip] = _msrSysenterEip;
         GetFpuState(s);
     }
 
@@ -132,7 +140,8 @@ public sealed unsafe partial class SoftwareVcpu : IVcpu
         _seg[Seg.DS] = s.Ds; _seg[Seg.FS] = s.Fs; _seg[Seg.GS] = s.Gs;
         _ldtr = s.Ldtr; _tr = s.Tr; _gdtr = s.Gdtr; _idtr = s.Idtr;
         _cr0 = s.Cr0 | Cr0.ET; _cr2 = s.Cr2; _cr3 = s.Cr3; _cr4 = s.Cr4; _cr8 = s.Cr8; _efer = s.Efer;
-        foreach (var kv in s.Msrs) _msrs[kv.Key] = kv.Value;
+        foreach (var kv in s.Msrs)
+            if (!TrySetMsrField(kv.Key, kv.Value)) _msrs[kv.Key] = kv.Value;
         SetFpuState(s);
         _halted = false;
         _interruptShadow = false;
@@ -141,6 +150,24 @@ public sealed unsafe partial class SoftwareVcpu : IVcpu
         _cpl = (_cr0 & Cr0.PE) != 0 ? s.Ss.Dpl : 0;
         UpdateMode();
         FlushTlb(global: true);
+    }
+
+    /// <summary>Stores an MSR that has a field; false for the others (they live in <see cref="_msrs"/>).</summary>
+    private bool TrySetMsrField(uint msr, ulong v)
+    {
+        switch (msr)
+        {
+            case Msr.Star: _msrStar = v; return true;
+            case Msr.Lstar: _msrLstar = v; return true;
+            case Msr.Cstar: _msrCstar = v; return true;
+            case Msr.Sfmask: _msrSfmask = v; return true;
+            case Msr.KernelGsBase: _msrKernelGsBase = v; return true;
+            case Msr.TscAux: _msrTscAux = v; return true;
+            case Msr.SysenterCs: _msrSysenterCs = v; return true;
+            case Msr.SysenterEsp: _msrSysenterEsp = v; return true;
+            case Msr.SysenterEip: _msrSysenterEip = v; return true;
+            default: return false;
+        }
     }
 
     internal void SetCpl(int cpl)
@@ -200,15 +227,19 @@ public sealed unsafe partial class SoftwareVcpu : IVcpu
         _irqCheck = true;
         while (true)
         {
-            if (_kick)
+            if (Volatile.Read(ref _signals) != 0)
             {
-                _kick = false;
-                if (_nmiRequest) { _nmiRequest = false; _nmiPending = true; }
-                else return SetExit(ExitReason.Interrupted, null);
+                // An NMI request becomes pending; a kick leaves the run even when an NMI came with it
+                // (the NMI is then delivered on the next Run).
+                int signals = Interlocked.Exchange(ref _signals, 0);
+                if ((signals & SignalNmi) != 0) _nmiPending = true;
+                if ((signals & SignalKick) != 0) return SetExit(ExitReason.Interrupted, null);
             }
 
-            // Interrupts are recognized at instruction boundaries.
-            if (!_interruptShadow && (_irqCheck || _nmiPending))
+            // Interrupts are recognized at instruction boundaries, and not while an instruction
+            // that exited for input waits to be re-executed with it (its replay buffer would be
+            // consumed by the handler instead): _irqCheck stays set until that instruction is done.
+            if (!_interruptShadow && _inputCount == 0 && (_irqCheck || _nmiPending))
             {
                 _irqCheck = false;
                 if (_nmiPending && !_nmiBlocked)
@@ -218,7 +249,7 @@ public sealed unsafe partial class SoftwareVcpu : IVcpu
                     _nmiBlocked = true;
                     _irqCheck = true;
                     var st = DeliverEvent(Vector.NMI, false, 0, EventKind.External);
-                    if (st != Status.Ok) return FinishStatus(st);
+                    if (st != Status.Ok && FinishStatus(CompleteDelivery(st)) is var r0 && r0 != ExitReason.None) return r0;
                 }
                 else if ((_flags & Rflags.IF) != 0 && InterruptSource is { HasInterrupt: true } src)
                 {
@@ -226,7 +257,7 @@ public sealed unsafe partial class SoftwareVcpu : IVcpu
                     byte vector = src.Acknowledge();
                     _irqCheck = true; // another one may be pending behind it
                     var st = DeliverEvent(vector, false, 0, EventKind.External);
-                    if (st != Status.Ok) return FinishStatus(st);
+                    if (st != Status.Ok && FinishStatus(CompleteDelivery(st)) is var r1 && r1 != ExitReason.None) return r1;
                 }
             }
             if (_halted) return SetExit(ExitReason.Halt, null);
@@ -249,14 +280,21 @@ public sealed unsafe partial class SoftwareVcpu : IVcpu
         {
             case Status.NeedInput:
                 _awaitingInput = true;
+                _inputPos = 0; // the re-execution replays from the first input again
                 _outputCount = _outputPos = 0; // outputs of the restarted instruction will be produced again
                 return Exit.Reason;
             case Status.Exit:
+                // An Unsupported outside an instruction (fetch, delivery) has no instruction to rewind:
+                // its exit is already set; the name must not leak into a later instruction's exit.
+                _unsupported = null;
                 if (_outputPos < _outputCount) return EmitOutput();
                 return Exit.Reason;
             case Status.Fault:
-                // Delivery already failed into a triple fault if we are here with Exit set.
-                return Exit.Reason;
+                // Every fault is turned into a delivery (RaiseException, CompleteDelivery) before it
+                // gets here; a raw one would replay the previous exit's reason, so an engine bug that
+                // lets one through stops the VM with a clear message (no assertion: it would kill the
+                // host process instead).
+                return SetExit(ExitReason.InternalError, $"software engine failure at {CsRip()}: undelivered {Vector.Name(_excVector)}");
             default:
                 if (_outputPos < _outputCount) return EmitOutput();
                 return ExitReason.None;
@@ -288,6 +326,25 @@ public sealed unsafe partial class SoftwareVcpu : IVcpu
     /// <summary>Set by <see cref="Unsupported"/>: the instruction did not execute; RIP goes back to it.</summary>
     private string? _unsupported;
 
+    /// <summary>
+    /// Completes the delivery of an event that is not part of an instruction (NMI, external
+    /// interrupt, the single-step trap): a fault while delivering it is raised as an exception
+    /// (with the double-fault rules); input needed by the delivery (IDT, GDT or stack in MMIO)
+    /// cannot be replayed, since no instruction is re-executed to ask for it again.
+    /// </summary>
+    internal Status CompleteDelivery(Status st)
+    {
+        if (st == Status.Fault) return RaiseException();
+        if (st == Status.NeedInput) return DeliveryThroughMmio();
+        return st;
+    }
+
+    internal Status DeliveryThroughMmio()
+    {
+        EndInstructionIo();
+        return Unsupported("interrupt delivery through MMIO");
+    }
+
     internal string CsRip() => $"{_seg[Seg.CS].Selector:x4}:{(_mode64 ? _rip.ToString("x16") : _rip.ToString("x8"))}";
 
     // ------------------------------------------------------------------ VMM I/O from instructions
@@ -301,8 +358,15 @@ public sealed unsafe partial class SoftwareVcpu : IVcpu
             value = _inputs[_inputPos++];
             return true;
         }
-        Exit.Reason = reason; Exit.Address = address; Exit.Size = size; Exit.Data = 0; Exit.Message = null;
         value = 0;
+        if (_inputCount == _inputs.Length)
+        {
+            // More inputs than any implemented instruction needs: stop the VM rather than lose one.
+            // The caller returns NeedInput, which FinishInstruction turns into this exit.
+            Unsupported($"more than {_inputs.Length} VMM inputs for one instruction");
+            return false;
+        }
+        Exit.Reason = reason; Exit.Address = address; Exit.Size = size; Exit.Data = 0; Exit.Message = null;
         return false;
     }
 
@@ -311,7 +375,13 @@ public sealed unsafe partial class SoftwareVcpu : IVcpu
         // An instruction produces at most 16 outputs (a page-crossing write to MMIO byte by byte,
         // or a few pushes); more would be an engine bug, which must stop the VM, never drop data.
         if (_outputCount == _outputs.Length)
-            throw new InvalidOperationException($"more than {_outputs.Length} VMM outputs from one instruction");
+        {
+            // The instruction runs on, but FinishInstruction / ExecuteBlock stop the VM with this
+            // exit (checked where the block ends, which this forces) instead of dropping the data.
+            Unsupported($"more than {_outputs.Length} VMM outputs from one instruction");
+            _endBlock = true;
+            return;
+        }
         _outputs[_outputCount++] = (reason, address, size, data);
         _endBlock = true; // the block stops after this instruction so the exit goes out in order
     }

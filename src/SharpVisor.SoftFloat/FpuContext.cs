@@ -72,9 +72,8 @@ public sealed class FpuContext
     {
         Masks = (FpuExceptions)(fcw & 0x3F);
         int pc = (fcw >> 8) & 3;
-        // PC = 01 is reserved; we round to 24 bits for it (what the encoding's low bit suggests is
-        // not documented, so treat it as the nearest defined setting).
-        Precision = pc switch { 2 => PrecisionControl.Double, 3 => PrecisionControl.Extended, _ => PrecisionControl.Single };
+        // PC = 01 is reserved (SDM Vol. 1 §8.1.5.2); observed on hardware, it rounds like 11 (64 bits).
+        Precision = pc switch { 0 => PrecisionControl.Single, 2 => PrecisionControl.Double, _ => PrecisionControl.Extended };
         Rounding = (RoundingControl)((fcw >> 10) & 3);
     }
 

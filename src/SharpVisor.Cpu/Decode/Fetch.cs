@@ -14,7 +14,9 @@ public sealed unsafe partial class SoftwareVcpu
     private readonly PointerCodeReader _codeReader = new();
     private readonly ArrayCodeReader _crossReader = new();
     private readonly byte[] _crossBytes = new byte[32];
+    // Decoders are bound to their reader: one set over guest pages, one over the straddle buffer.
     private Decoder? _dec16, _dec32, _dec64;
+    private Decoder? _crossDec16, _crossDec32, _crossDec64;
     private readonly List<Instruction> _decodeScratch = new(MaxBlockInstructions);
     internal long _blocksDecoded;
     /// <summary>Set by instructions after which the rest of the block must not run as decoded.</summary>
@@ -22,20 +24,19 @@ public sealed unsafe partial class SoftwareVcpu
     /// <summary>Single-step, or execute breakpoints armed: blocks of one instruction, checked individually.</summary>
     internal bool _singleInstructionBlocks;
 
-    private Decoder DecoderFor(int bits, CodeReader reader)
+    private Decoder DecoderFor(int bits) => bits switch
     {
-        // Decoders are bound to a reader; the two readers each get their own set.
-        if (reader == _codeReader)
-        {
-            return bits switch
-            {
-                64 => _dec64 ??= Decoder.Create(64, reader),
-                32 => _dec32 ??= Decoder.Create(32, reader),
-                _ => _dec16 ??= Decoder.Create(16, reader),
-            };
-        }
-        return Decoder.Create(bits, reader);
-    }
+        64 => _dec64 ??= Decoder.Create(64, _codeReader),
+        32 => _dec32 ??= Decoder.Create(32, _codeReader),
+        _ => _dec16 ??= Decoder.Create(16, _codeReader),
+    };
+
+    private Decoder CrossDecoderFor(int bits) => bits switch
+    {
+        64 => _crossDec64 ??= Decoder.Create(64, _crossReader),
+        32 => _crossDec32 ??= Decoder.Create(32, _crossReader),
+        _ => _crossDec16 ??= Decoder.Create(16, _crossReader),
+    };
 
     /// <summary>Finds or decodes the block at CS:RIP.</summary>
     private Status FetchBlock(out Block? block)
@@ -97,7 +98,7 @@ public sealed unsafe partial class SoftwareVcpu
         int avail = (int)Math.Min((ulong)pageLeft, limitLeft);
 
         _codeReader.Reset(host, avail);
-        var dec = DecoderFor(bits, _codeReader);
+        var dec = DecoderFor(bits);
         dec.IP = rip;
         _decodeScratch.Clear();
         int max = _singleInstructionBlocks ? 1 : MaxBlockInstructions;
@@ -118,7 +119,7 @@ public sealed unsafe partial class SoftwareVcpu
             _decodeScratch.Add(ins);
             consumed += ins.Length;
             if (ins.FlowControl != FlowControl.Next || ins.Code == Code.INVALID) break;
-            if (EndsBlock(ins.Code)) break;
+            if (EndsBlock(ref ins)) break;
             if (consumed >= avail) break;
         }
         _blocksDecoded++;
@@ -157,7 +158,7 @@ public sealed unsafe partial class SoftwareVcpu
             _crossBytes[n] = (byte)v;
         }
         _crossReader.Reset(_crossBytes, n);
-        var dec = Decoder.Create(bits, _crossReader);
+        var dec = CrossDecoderFor(bits);
         dec.IP = rip;
         dec.Decode(out ins);
         if (dec.LastError == DecoderError.NoMoreBytes)
@@ -170,13 +171,20 @@ public sealed unsafe partial class SoftwareVcpu
         return Status.Ok;
     }
 
-    /// <summary>Instructions after which fetch assumptions (paging, mode, code) may have changed.</summary>
-    private static bool EndsBlock(Code c) => c switch
+    /// <summary>
+    /// Instructions after which fetch assumptions (paging, mode, code) or interrupt recognition
+    /// (IF, the MOV/POP SS shadow) may change, decided from the encoding alone. Data-segment loads,
+    /// CLI, LGDT/LIDT/LTR change neither (a descriptor table is read only by a later far transfer or
+    /// delivery, which ends its block itself). Handlers whose effect depends on operands set
+    /// <see cref="_endBlock"/> instead: far transfers, IRET, the fast system calls, task switches,
+    /// MOV to DR, EFER writes, writes to a code page.
+    /// </summary>
+    private static bool EndsBlock(ref Instruction ins) => ins.Code switch
     {
-        Code.Mov_cr_r32 or Code.Mov_cr_r64 or Code.Wrmsr or Code.Lmsw_rm16 or Code.Invlpg_m or Code.Hlt
-            or Code.Sti or Code.Popfw or Code.Popfd or Code.Popfq or Code.Mov_Sreg_rm16 or Code.Mov_Sreg_r32m16
-            or Code.Mov_Sreg_r64m16 or Code.Popw_SS or Code.Popd_SS or Code.Cli or Code.Lgdt_m1632 or Code.Lgdt_m1664
-            or Code.Lidt_m1632 or Code.Lidt_m1664 or Code.Ltr_rm16 or Code.Ltr_r32m16 or Code.Ltr_r64m16 => true,
+        Code.Mov_cr_r32 or Code.Mov_cr_r64 or Code.Wrmsr or Code.Lmsw_rm16 or Code.Lmsw_r32m16 or Code.Lmsw_r64m16
+            or Code.Invlpg_m or Code.Hlt or Code.Sti or Code.Popfw or Code.Popfd or Code.Popfq
+            or Code.Popw_SS or Code.Popd_SS => true,
+        Code.Mov_Sreg_rm16 or Code.Mov_Sreg_r32m16 or Code.Mov_Sreg_r64m16 => ins.Op0Register == Register.SS,
         _ => false,
     };
 }

@@ -41,6 +41,12 @@ public sealed unsafe partial class SoftwareVcpu
             if (shadow) _interruptShadow = false;
             if (_endBlock)
             {
+                if (_unsupported != null)
+                {
+                    // The instruction overflowed the VMM output buffer (Output): it stops the VM.
+                    InstructionsRetired += k;
+                    return FinishInstruction(ref ins, Status.Exit);
+                }
                 k++;
                 if (_outputCount > 0)
                 {
@@ -76,6 +82,9 @@ public sealed unsafe partial class SoftwareVcpu
 
     private Status FinishInstruction(ref Instruction ins, Status st)
     {
+        // An instruction that named something unsupported (possibly before it faulted or asked
+        // for input, e.g. a full VMM I/O buffer) stops the VM whatever else it returned.
+        if (_unsupported != null) st = Status.Exit;
         switch (st)
         {
             case Status.Fault:
@@ -90,7 +99,8 @@ public sealed unsafe partial class SoftwareVcpu
                 if (_unsupported != null)
                 {
                     _rip = ins.IP;
-                    Exit.Message = $"unsupported {_unsupported} at {CsRip()}";
+                    _outputCount = _outputPos = 0; // the instruction did not complete: nothing of it goes out
+                    SetExit(ExitReason.InternalError, $"unsupported {_unsupported} at {CsRip()}");
                     _unsupported = null;
                     return Status.Exit;
                 }
@@ -104,6 +114,13 @@ public sealed unsafe partial class SoftwareVcpu
     /// (SDM Vol. 3A Table 6-5) and ending in a shutdown exit on a triple fault.
     /// </summary>
     internal Status RaiseException()
+    {
+        var st = RaiseExceptionCore();
+        // Delivery is not an instruction that could be re-executed with the VMM's answer.
+        return st == Status.NeedInput ? DeliveryThroughMmio() : st;
+    }
+
+    private Status RaiseExceptionCore()
     {
         byte first = _excVector;
         bool hasErr = _excHasError;
@@ -161,7 +178,7 @@ public sealed unsafe partial class SoftwareVcpu
         {
             _pendingSingleStep = false;
             _dr[6] |= 1UL << 14; // BS
-            return DeliverEvent(Vector.DB, false, 0, EventKind.Exception);
+            return CompleteDelivery(DeliverEvent(Vector.DB, false, 0, EventKind.Exception));
         }
         return Status.Ok;
     }

@@ -178,16 +178,9 @@ public sealed unsafe partial class SoftwareVcpu
             UpdateMode();
             return Status.Ok;
         }
-        st = CheckCodeDescriptor(sel, out var d, out ulong addr, out ulong raw);
+        st = CheckReturnCs(sel, ip, out var d, out ulong addr, out ulong raw, out bool target64);
         if (st != Status.Ok) return st;
         int rpl = sel & 3;
-        uint err = (uint)(sel & 0xFFFC);
-        if (rpl < _cpl) return GP(err);
-        bool conforming = (d.Type & 4) != 0;
-        if (conforming ? d.Dpl > rpl : d.Dpl != rpl) return GP(err);
-        if (!d.Present) return Fault(Vector.NP, err);
-        bool target64 = _longMode && d.Long;
-        if (target64 ? !IsCanonical(ip) : ip > d.Limit) return GP(0);
         sp += imm;
         if (rpl > _cpl)
         {
@@ -211,6 +204,27 @@ public sealed unsafe partial class SoftwareVcpu
         CommitCs(d, _cpl);
         _rip = target64 ? ip : ip & IpMaskForOpSize(size);
         SetSp(sp);
+        return Status.Ok;
+    }
+
+    /// <summary>
+    /// The return CS checks shared by far RET and IRET (SDM Vol. 2 RET/IRET "return to protected
+    /// mode"): a code segment, RPL not below CPL, DPL equal to RPL (conforming: not above it),
+    /// present, and the return offset inside the limit (canonical for 64-bit code).
+    /// </summary>
+    private Status CheckReturnCs(ushort sel, ulong ip, out SegmentRegister d, out ulong addr, out ulong raw, out bool target64)
+    {
+        target64 = false;
+        var st = CheckCodeDescriptor(sel, out d, out addr, out raw);
+        if (st != Status.Ok) return st;
+        int rpl = sel & 3;
+        uint err = (uint)(sel & 0xFFFC);
+        if (rpl < _cpl) return GP(err);
+        bool conforming = (d.Type & 4) != 0;
+        if (conforming ? d.Dpl > rpl : d.Dpl != rpl) return GP(err);
+        if (!d.Present) return Fault(Vector.NP, err);
+        target64 = _longMode && d.Long;
+        if (target64 ? !IsCanonical(ip) : ip > d.Limit) return GP(0);
         return Status.Ok;
     }
 
@@ -256,6 +270,8 @@ public sealed unsafe partial class SoftwareVcpu
             ulong mask = size == 2 ? 0xFFFFUL : Rflags.Writable & ~(Rflags.VM | Rflags.VIF | Rflags.VIP);
             SetRflagsRaw((GetRflags() & ~mask) | (fl0 & mask));
             UpdateMode();
+            // IRET ends NMI blocking in every mode (SDM Vol. 3A §6.7.1).
+            _nmiBlocked = false;
             RecomputeSingleStep();
             return Status.Ok;
         }
@@ -271,16 +287,9 @@ public sealed unsafe partial class SoftwareVcpu
         if (size == 2) fl = (GetRflags() & ~0xFFFFUL) | (fl & 0xFFFF);
         if (!_longMode && (fl & Rflags.VM) != 0 && _cpl == 0) return Unsupported("IRET to virtual-8086 mode");
         ushort sel = (ushort)csv;
-        st = CheckCodeDescriptor(sel, out var d, out ulong addr, out ulong raw);
+        st = CheckReturnCs(sel, ip, out var d, out ulong addr, out ulong raw, out bool target64);
         if (st != Status.Ok) return st;
         int rpl = sel & 3;
-        uint err = (uint)(sel & 0xFFFC);
-        if (rpl < _cpl) return GP(err);
-        bool conforming = (d.Type & 4) != 0;
-        if (conforming ? d.Dpl > rpl : d.Dpl != rpl) return GP(err);
-        if (!d.Present) return Fault(Vector.NP, err);
-        bool target64 = _longMode && d.Long;
-        if (target64 ? !IsCanonical(ip) : ip > d.Limit) return GP(0);
         bool popStack = rpl > _cpl || _mode64;
         ulong newSp = 0, ssv = 0;
         if (popStack)

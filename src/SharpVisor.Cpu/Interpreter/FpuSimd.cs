@@ -12,7 +12,7 @@ namespace SharpVisor.Cpu;
 internal enum SimdGroup : byte
 {
     /// <summary>Not an x87/MMX/SSE instruction: the main switch handles it or it is unsupported.</summary>
-    None,
+    None = 0,
     /// <summary>ESC D8–DF and FWAIT: #NM when CR0.EM or CR0.TS (FWAIT: TS and MP).</summary>
     X87,
     /// <summary>MMX registers only: #UD when CR0.EM, #NM when CR0.TS, #MF on a pending x87 exception; x87→MMX transition.</summary>
@@ -25,6 +25,10 @@ internal enum SimdGroup : byte
     SseGpr,
     /// <summary>VEX/EVEX/XOP/3DNow! encodings: AVX and later are not implemented nor advertised, so #UD as on such a CPU.</summary>
     Unavailable,
+
+    /// <summary>Flag on the MMX/SSE groups: the semantics are in SseFloat.cs (else SseInteger.cs).</summary>
+    FloatFlag = 0x80,
+    GroupMask = 0x7F,
 }
 
 /// <summary>
@@ -99,6 +103,7 @@ public sealed unsafe partial class SoftwareVcpu
                 if (k is OpCodeOperandKind.xmm_or_mem or OpCodeOperandKind.xmm_reg or OpCodeOperandKind.xmm_rm) xmm = true;
             }
             table[(int)code] = mm && xmm ? SimdGroup.MmxSse : mm ? SimdGroup.Mmx : xmm ? SimdGroup.Sse : SimdGroup.SseGpr;
+            if (SseFloatMnemonics.Contains(m)) table[(int)code] |= SimdGroup.FloatFlag;
         }
         return table;
     }
@@ -109,7 +114,9 @@ public sealed unsafe partial class SoftwareVcpu
     /// </summary>
     private Status ExecuteFpuSimd(ref Instruction i)
     {
-        var group = s_simdGroup[(int)i.Code];
+        var entry = s_simdGroup[(int)i.Code];
+        bool sseFloat = (entry & SimdGroup.FloatFlag) != 0;
+        var group = entry & SimdGroup.GroupMask;
         switch (group)
         {
             case SimdGroup.X87:
@@ -126,7 +133,7 @@ public sealed unsafe partial class SoftwareVcpu
                 if (group == SimdGroup.MmxSse && (_cr4 & Cr4.OSFXSR) == 0) return UD();
                 if ((_cr0 & Cr0.TS) != 0) return Fault(Vector.NM);
                 if (X87ExceptionPending) return Fault(Vector.MF);
-                var st = ExecuteSimd(ref i);
+                var st = sseFloat ? ExecuteSseFloat(ref i) : ExecuteSseInteger(ref i);
                 // Any MMX instruction makes the x87 stack the MMX view (SDM Vol. 1 §9.5.1): TOP = 0, all
                 // tags valid. CVTPI2PS/CVTPI2PD with a memory source touch no MMX register and, on
                 // hardware, leave the x87 state alone.
@@ -140,21 +147,12 @@ public sealed unsafe partial class SoftwareVcpu
             case SimdGroup.Sse:
                 if ((_cr0 & Cr0.EM) != 0 || (_cr4 & Cr4.OSFXSR) == 0) return UD();
                 if ((_cr0 & Cr0.TS) != 0) return Fault(Vector.NM);
-                return ExecuteSimd(ref i);
+                return sseFloat ? ExecuteSseFloat(ref i) : ExecuteSseInteger(ref i);
             case SimdGroup.SseGpr:
-                return ExecuteSimd(ref i);
+                return sseFloat ? ExecuteSseFloat(ref i) : ExecuteSseInteger(ref i);
             case SimdGroup.Unavailable:
                 return UD();
         }
-        return Unsupported($"instruction {FormatInstruction(ref i)}");
-    }
-
-    private Status ExecuteSimd(ref Instruction i)
-    {
-        var st = ExecuteSseFloat(ref i, out bool handled);
-        if (handled) return st;
-        st = ExecuteSseInteger(ref i, out handled);
-        if (handled) return st;
         return Unsupported($"instruction {FormatInstruction(ref i)}");
     }
 
@@ -289,6 +287,29 @@ public sealed unsafe partial class SoftwareVcpu
         return Status.Ok;
     }
 
+    /// <summary>
+    /// State images (FSAVE/FRSTOR 94–108 bytes, FXSAVE/FXRSTOR 512, XSAVE/XRSTOR 576) need more VMM
+    /// round trips than one instruction's replay buffers hold when they are not in RAM, and no
+    /// device has such registers: an image outside RAM stops the VM before anything changes.
+    /// Also applies the segment and alignment checks (so their faults come first, as on hardware).
+    /// Writes to ROM are fine: they are dropped.
+    /// </summary>
+    internal Status CheckStateImageInRam(int seg, ulong off, int length, Access access, int alignment, string what)
+    {
+        var st = Linear(seg, off, length, access == Access.Write ? Access.Write : Access.Read, out ulong lin);
+        if (st != Status.Ok) return st;
+        if (alignment > 1 && (lin & (ulong)(alignment - 1)) != 0) return GP(0);
+        ulong lastPage = Wrap(lin + (ulong)length - 1) & PageMask;
+        for (ulong a = lin; ; a = Wrap((a & PageMask) + 0x1000))
+        {
+            st = TranslateSlow(a, access, _tlbClass, out byte* host, out ulong gpa);
+            if (st != Status.Ok) return st;
+            if (host == null && gpa != ulong.MaxValue)
+                return Unsupported($"{what} {(access == Access.Write ? "to" : "from")} MMIO");
+            if ((a & PageMask) == lastPage) return Status.Ok;
+        }
+    }
+
     /// <summary>Operand <paramref name="n"/> as 128 bits: an XMM register or a 16-byte memory operand.</summary>
     internal Status ReadXmmOperand(ref Instruction i, int n, bool aligned, out Vector128<byte> value)
     {
@@ -348,15 +369,18 @@ public sealed unsafe partial class SoftwareVcpu
                 Span<byte> area = stackalloc byte[512];
                 int seg = MemSeg(ref i);
                 ulong ea = EffectiveAddress(ref i);
-                if (m is Mnemonic.Fxsave or Mnemonic.Fxsave64)
+                bool save = m is Mnemonic.Fxsave or Mnemonic.Fxsave64;
+                var st = CheckStateImageInRam(seg, ea, area.Length, save ? Access.Write : Access.Read, 16, save ? "FXSAVE" : "FXRSTOR");
+                if (st != Status.Ok) return st;
+                if (save)
                 {
-                    // Bytes 464–511 are available to software and left unchanged: read them first.
-                    var rs = ReadBytes(seg, ea, area, 16);
-                    if (rs != Status.Ok) return rs;
+                    // Only the saved state is written (SDM Vol. 1 Table 10-2): bytes 416–463 are reserved
+                    // and 464–511 available to software, both left unchanged; so are the XMM8–15 slots
+                    // (288–415) outside 64-bit mode. Nothing needs to be read first.
                     SaveFx(area, fx64);
-                    return WriteBytes(seg, ea, area[..464], 16);
+                    return WriteBytes(seg, ea, area[..(_mode64 ? 416 : 288)], 16);
                 }
-                var st = ReadBytes(seg, ea, area, 16);
+                st = ReadBytes(seg, ea, area, 16);
                 if (st != Status.Ok) return st;
                 return LoadFx(area, fx64);
             }
@@ -477,7 +501,9 @@ public sealed unsafe partial class SoftwareVcpu
         int seg = MemSeg(ref i);
         ulong ea = EffectiveAddress(ref i);
         Span<byte> area = stackalloc byte[XsaveAreaSize];
-        var st = ReadBytes(seg, ea, area, 64);
+        var st = CheckStateImageInRam(seg, ea, area.Length, Access.Write, 64, "XSAVE");
+        if (st != Status.Ok) return st;
+        st = ReadBytes(seg, ea, area, 64);
         if (st != Status.Ok) return st;
         Span<byte> legacy = stackalloc byte[512];
         area[..512].CopyTo(legacy);
@@ -515,7 +541,9 @@ public sealed unsafe partial class SoftwareVcpu
         int seg = MemSeg(ref i);
         ulong ea = EffectiveAddress(ref i);
         Span<byte> area = stackalloc byte[XsaveAreaSize];
-        var st = ReadBytes(seg, ea, area, 64);
+        var st = CheckStateImageInRam(seg, ea, area.Length, Access.Read, 64, "XRSTOR");
+        if (st != Status.Ok) return st;
+        st = ReadBytes(seg, ea, area, 64);
         if (st != Status.Ok) return st;
         var header = area[512..];
         ulong xstateBv = BinaryPrimitives.ReadUInt64LittleEndian(header);

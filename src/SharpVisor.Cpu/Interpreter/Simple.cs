@@ -94,10 +94,11 @@ public sealed unsafe partial class SoftwareVcpu
 
     private Status Clflush(ref Instruction i)
     {
-        // Must still fault like a byte read of the line (SDM: treated as a read for permissions).
+        // Must still fault like a byte read of the line (SDM: treated as a read for permissions),
+        // but reads nothing: a translation only, so an MMIO line causes no read of a device register.
         var st = Linear(MemSeg(ref i), EffectiveAddress(ref i), 1, Access.Read, out ulong lin);
         if (st != Status.Ok) return st;
-        return ReadLinear(lin, 1, out _);
+        return TranslateSlow(lin, Access.Read, _tlbClass, out _, out _);
     }
 
     private Status Hlt()
@@ -126,7 +127,7 @@ public sealed unsafe partial class SoftwareVcpu
 
     private Status Rdpid(ref Instruction i)
     {
-        SetReg(i.Op0Register, _msrs.GetValueOrDefault(Msr.TscAux));
+        SetReg(i.Op0Register, _msrTscAux);
         return Status.Ok;
     }
 

@@ -22,10 +22,36 @@ namespace SharpVisor.Cpu;
 /// <summary>SSE–SSE4.1 floating-point instruction semantics (SDM Vol. 1 ch. 10–12).</summary>
 public sealed unsafe partial class SoftwareVcpu
 {
-    /// <summary>Runs one SSE floating-point or data-movement instruction; <paramref name="handled"/> is false when it is not one.</summary>
-    private Status ExecuteSseFloat(ref Instruction i, out bool handled)
+    /// <summary>
+    /// The mnemonics <see cref="ExecuteSseFloat"/> implements, exactly its case labels: FpuSimd.cs
+    /// classifies each SIMD code once at startup with it, so every instruction reaches one handler.
+    /// A label missing here sends the instruction to the integer handler, which stops it as
+    /// unsupported (the SSE float tests would see it), never a silent wrong result.
+    /// </summary>
+    internal static ReadOnlySpan<Mnemonic> SseFloatMnemonics =>
+    [
+        Mnemonic.Movaps, Mnemonic.Movapd, Mnemonic.Movntps, Mnemonic.Movntpd, Mnemonic.Movups, Mnemonic.Movupd, Mnemonic.Movss,
+        Mnemonic.Movsd, Mnemonic.Movlps, Mnemonic.Movlpd, Mnemonic.Movhps, Mnemonic.Movhpd, Mnemonic.Movhlps, Mnemonic.Movlhps,
+        Mnemonic.Movmskps, Mnemonic.Movmskpd, Mnemonic.Movddup, Mnemonic.Movsldup, Mnemonic.Movshdup, Mnemonic.Unpcklps, Mnemonic.Unpckhps,
+        Mnemonic.Unpcklpd, Mnemonic.Unpckhpd, Mnemonic.Shufps, Mnemonic.Shufpd, Mnemonic.Blendps, Mnemonic.Blendpd, Mnemonic.Blendvps,
+        Mnemonic.Blendvpd, Mnemonic.Andps, Mnemonic.Andpd, Mnemonic.Andnps, Mnemonic.Andnpd, Mnemonic.Orps, Mnemonic.Orpd,
+        Mnemonic.Xorps, Mnemonic.Xorpd, Mnemonic.Insertps, Mnemonic.Extractps, Mnemonic.Addps, Mnemonic.Addpd, Mnemonic.Addss,
+        Mnemonic.Addsd, Mnemonic.Subps, Mnemonic.Subpd, Mnemonic.Subss, Mnemonic.Subsd, Mnemonic.Mulps, Mnemonic.Mulpd,
+        Mnemonic.Mulss, Mnemonic.Mulsd, Mnemonic.Divps, Mnemonic.Divpd, Mnemonic.Divss, Mnemonic.Divsd, Mnemonic.Minps,
+        Mnemonic.Minpd, Mnemonic.Minss, Mnemonic.Minsd, Mnemonic.Maxps, Mnemonic.Maxpd, Mnemonic.Maxss, Mnemonic.Maxsd,
+        Mnemonic.Sqrtps, Mnemonic.Sqrtpd, Mnemonic.Sqrtss, Mnemonic.Sqrtsd, Mnemonic.Roundps, Mnemonic.Roundpd, Mnemonic.Roundss,
+        Mnemonic.Roundsd, Mnemonic.Rcpps, Mnemonic.Rsqrtps, Mnemonic.Rcpss, Mnemonic.Rsqrtss, Mnemonic.Addsubps, Mnemonic.Addsubpd,
+        Mnemonic.Haddps, Mnemonic.Hsubps, Mnemonic.Haddpd, Mnemonic.Hsubpd, Mnemonic.Dpps, Mnemonic.Dppd, Mnemonic.Cmpps,
+        Mnemonic.Cmppd, Mnemonic.Cmpss, Mnemonic.Cmpsd, Mnemonic.Comiss, Mnemonic.Ucomiss, Mnemonic.Comisd, Mnemonic.Ucomisd,
+        Mnemonic.Cvtps2pd, Mnemonic.Cvtpd2ps, Mnemonic.Cvtss2sd, Mnemonic.Cvtsd2ss, Mnemonic.Cvtdq2ps, Mnemonic.Cvtps2dq, Mnemonic.Cvttps2dq,
+        Mnemonic.Cvtdq2pd, Mnemonic.Cvtpd2dq, Mnemonic.Cvttpd2dq, Mnemonic.Cvtsi2ss, Mnemonic.Cvtsi2sd, Mnemonic.Cvtss2si, Mnemonic.Cvttss2si,
+        Mnemonic.Cvtsd2si, Mnemonic.Cvttsd2si, Mnemonic.Cvtpi2ps, Mnemonic.Cvtps2pi, Mnemonic.Cvttps2pi, Mnemonic.Cvtpi2pd, Mnemonic.Cvtpd2pi,
+        Mnemonic.Cvttpd2pi,
+    ];
+
+    /// <summary>Runs one SSE floating-point or data-movement instruction (one of <see cref="SseFloatMnemonics"/>).</summary>
+    private Status ExecuteSseFloat(ref Instruction i)
     {
-        handled = true;
         switch (i.Mnemonic)
         {
             // ---- data movement
@@ -150,8 +176,7 @@ public sealed unsafe partial class SoftwareVcpu
             case Mnemonic.Cvtpi2pd: case Mnemonic.Cvtpd2pi: case Mnemonic.Cvttpd2pi:
                 return SseConvert(ref i);
         }
-        handled = false;
-        return Status.Ok;
+        return Unsupported($"instruction {FormatInstruction(ref i)}");
     }
 
     // ------------------------------------------------------------------ operand helpers

@@ -9,7 +9,8 @@
 //   * MMX forms read and write MMn as the significand of x87 physical register n (GetMm/SetMm);
 //   * MASKMOVQ/MASKMOVDQU write only the selected bytes at DS:rDI (segment overridable); an all-zero
 //     mask writes nothing and raises nothing (the SDM leaves faults then implementation-specific).
-// Anything not listed here is handed back (handled = false) and ends as Unsupported in FpuSimd.cs.
+// FpuSimd.cs sends here every MMX/SSE code that is not SSE floating point (SseFloat.cs); anything
+// not listed here is Unsupported.
 using System.Numerics;
 using System.Runtime.Intrinsics;
 using Iced.Intel;
@@ -20,10 +21,9 @@ namespace SharpVisor.Cpu;
 /// <summary>MMX and SSE2–SSE4.2 integer instruction semantics (SDM Vol. 1 ch. 9–12).</summary>
 public sealed unsafe partial class SoftwareVcpu
 {
-    /// <summary>Runs one MMX/SSE integer instruction; <paramref name="handled"/> is false when it is not one.</summary>
-    private Status ExecuteSseInteger(ref Instruction i, out bool handled)
+    /// <summary>Runs one MMX/SSE integer instruction (every SIMD code that is not SSE floating point).</summary>
+    private Status ExecuteSseInteger(ref Instruction i)
     {
-        handled = true;
         switch (i.Mnemonic)
         {
             case Mnemonic.Paddb: return Packed(ref i, PackedOp.Add8);
@@ -185,8 +185,7 @@ public sealed unsafe partial class SoftwareVcpu
                 return Status.Ok;
             }
             default:
-                handled = false;
-                return Status.Ok;
+                return Unsupported($"instruction {FormatInstruction(ref i)}");
         }
     }
 

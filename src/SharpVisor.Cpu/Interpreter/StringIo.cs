@@ -57,9 +57,14 @@ public sealed unsafe partial class SoftwareVcpu
         for (int n = 0; ; n++)
         {
             if (rep && (_gpr[Gpr.Rcx] & amask) == 0) return Status.Ok;
-            if (n >= RepBudget || (n > 0 && _outputCount > 0))
+            // After an element that produced output or consumed VMM input, stop: the output must go
+            // out in order, and the replay buffer holds the inputs of this execution's elements only —
+            // a later element's NeedInput would re-execute the instruction from the registers as they
+            // are now, replaying the earlier element's input into the wrong element.
+            if (n >= RepBudget || (n > 0 && (_outputCount > 0 || _inputCount > 0)))
             {
-                // Let interrupts and exits in; the instruction resumes where it stopped.
+                // Let interrupts and exits in; the instruction resumes where it stopped (the registers
+                // already describe the elements done; ExecuteBlock then empties the replay buffer).
                 _rip = i.IP;
                 _endBlock = true;
                 return Status.Ok;

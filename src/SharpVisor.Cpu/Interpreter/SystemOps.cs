@@ -367,7 +367,7 @@ public sealed unsafe partial class SoftwareVcpu
         ulong t = ReadTsc();
         _gpr[0] = t & 0xFFFF_FFFF;
         _gpr[2] = t >> 32;
-        if (p) _gpr[1] = _msrs.GetValueOrDefault(Msr.TscAux) & 0xFFFF_FFFF;
+        if (p) _gpr[1] = _msrTscAux & 0xFFFF_FFFF;
         return Status.Ok;
     }
 
@@ -425,10 +425,15 @@ public sealed unsafe partial class SoftwareVcpu
                 if (_engine.PlatformMsrs is { } h && h.TryRead(Index, msr, out v)) return true;
                 v = _msrs.GetValueOrDefault(msr, 0xFEE0_0000UL | (Index == 0 ? 0x900UL : 0x800UL));
                 return true;
-            case Msr.Star: case Msr.Lstar: case Msr.Cstar: case Msr.Sfmask: case Msr.KernelGsBase: case Msr.TscAux:
-            case Msr.SysenterCs: case Msr.SysenterEsp: case Msr.SysenterEip:
-                v = _msrs.GetValueOrDefault(msr);
-                return true;
+            case Msr.Star: v = _msrStar; return true;
+            case Msr.Lstar: v = _msrLstar; return true;
+            case Msr.Cstar: v = _msrCstar; return true;
+            case Msr.Sfmask: v = _msrSfmask; return true;
+            case Msr.KernelGsBase: v = _msrKernelGsBase; return true;
+            case Msr.TscAux: v = _msrTscAux; return true;
+            case Msr.SysenterCs: v = _msrSysenterCs; return true;
+            case Msr.SysenterEsp: v = _msrSysenterEsp; return true;
+            case Msr.SysenterEip: v = _msrSysenterEip; return true;
         }
         if (IsMtrr(msr)) { v = _msrs.GetValueOrDefault(msr); return true; }
         return _engine.PlatformMsrs is { } p && p.TryRead(Index, msr, out v);
@@ -459,14 +464,14 @@ public sealed unsafe partial class SoftwareVcpu
                 if (!IsCanonical(v)) return GP(0);
                 if (msr == Msr.FsBase) _seg[Seg.FS].Base = v;
                 else if (msr == Msr.GsBase) _seg[Seg.GS].Base = v;
-                else _msrs[msr] = v;
+                else TrySetMsrField(msr, v);
                 return Status.Ok;
             case Msr.Star: case Msr.Sfmask: case Msr.SysenterCs:
-                _msrs[msr] = msr == Msr.Sfmask ? v & 0xFFFF_FFFF : v;
+                TrySetMsrField(msr, msr == Msr.Sfmask ? v & 0xFFFF_FFFF : v);
                 return Status.Ok;
             case Msr.TscAux:
                 if ((v >> 32) != 0) return GP(0);
-                _msrs[msr] = v;
+                _msrTscAux = v;
                 return Status.Ok;
             case Msr.Pat:
                 for (int b = 0; b < 8; b++)
@@ -494,9 +499,7 @@ public sealed unsafe partial class SoftwareVcpu
     {
         if (!_mode64) return UD();
         if (_cpl != 0) return GP(0);
-        ulong k = _msrs.GetValueOrDefault(Msr.KernelGsBase);
-        _msrs[Msr.KernelGsBase] = _seg[Seg.GS].Base;
-        _seg[Seg.GS].Base = k;
+        (_msrKernelGsBase, _seg[Seg.GS].Base) = (_seg[Seg.GS].Base, _msrKernelGsBase);
         return Status.Ok;
     }
 
@@ -522,18 +525,18 @@ public sealed unsafe partial class SoftwareVcpu
         // Intel processors implement SYSCALL only in 64-bit mode.
         if (!_mode64 || (_efer & Efer.SCE) == 0) return UD();
         _endBlock = true;
-        ulong star = _msrs.GetValueOrDefault(Msr.Star);
+        ulong star = _msrStar;
         ushort cs = (ushort)((star >> 32) & 0xFFFC);
         _gpr[Gpr.Rcx] = _rip;
         _gpr[Gpr.R11] = GetRflags() & ~Rflags.RF;
-        ulong mask = _msrs.GetValueOrDefault(Msr.Sfmask);
+        ulong mask = _msrSfmask;
         SetRflagsRaw(GetRflags() & ~mask & ~Rflags.RF);
         _seg[Seg.CS] = new SegmentRegister { Selector = cs, Base = 0, Limit = 0xFFFF_FFFF, Attributes = 0xB | SegmentRegister.AttrS | SegmentRegister.AttrP | SegmentRegister.AttrL | SegmentRegister.AttrG };
         _seg[Seg.SS] = new SegmentRegister { Selector = (ushort)(cs + 8), Base = 0, Limit = 0xFFFF_FFFF, Attributes = 0x3 | SegmentRegister.AttrS | SegmentRegister.AttrP | SegmentRegister.AttrDb | SegmentRegister.AttrG };
         SetCpl(0);
         UpdateMode();
         RecomputeSingleStep();
-        _rip = _msrs.GetValueOrDefault(Msr.Lstar);
+        _rip = _msrLstar;
         return Status.Ok;
     }
 
@@ -544,7 +547,7 @@ public sealed unsafe partial class SoftwareVcpu
         bool to64 = i.Code == Code.Sysretq;
         if (to64 && !IsCanonical(_gpr[Gpr.Rcx])) return GP(0);
         _endBlock = true;
-        ulong star = _msrs.GetValueOrDefault(Msr.Star);
+        ulong star = _msrStar;
         ushort baseSel = (ushort)(star >> 48);
         ushort cs = (ushort)((to64 ? baseSel + 16 : baseSel) | 3);
         _seg[Seg.CS] = new SegmentRegister
@@ -565,7 +568,7 @@ public sealed unsafe partial class SoftwareVcpu
     private Status Sysenter()
     {
         if (!_protected) return GP(0);
-        ulong csv = _msrs.GetValueOrDefault(Msr.SysenterCs);
+        ulong csv = _msrSysenterCs;
         if ((csv & 0xFFFC) == 0) return GP(0);
         _endBlock = true;
         ushort cs = (ushort)(csv & 0xFFFC);
@@ -576,7 +579,7 @@ public sealed unsafe partial class SoftwareVcpu
         SetCpl(0);
         UpdateMode();
         RecomputeSingleStep();
-        ulong esp = _msrs.GetValueOrDefault(Msr.SysenterEsp), eip = _msrs.GetValueOrDefault(Msr.SysenterEip);
+        ulong esp = _msrSysenterEsp, eip = _msrSysenterEip;
         _gpr[Gpr.Rsp] = lm ? esp : esp & 0xFFFF_FFFF;
         _rip = lm ? eip : eip & 0xFFFF_FFFF;
         return Status.Ok;
@@ -584,7 +587,7 @@ public sealed unsafe partial class SoftwareVcpu
 
     private Status Sysexit(ref Instruction i)
     {
-        ulong csv = _msrs.GetValueOrDefault(Msr.SysenterCs);
+        ulong csv = _msrSysenterCs;
         if (!_protected || _cpl != 0 || (csv & 0xFFFC) == 0) return GP(0);
         _endBlock = true;
         bool to64 = i.Code == Code.Sysexitq;
@@ -593,6 +596,7 @@ public sealed unsafe partial class SoftwareVcpu
         _seg[Seg.SS] = new SegmentRegister { Selector = (ushort)((cs + 8) | 3), Base = 0, Limit = 0xFFFF_FFFF, Attributes = 0x3 | SegmentRegister.AttrS | SegmentRegister.AttrP | (3u << 5) | SegmentRegister.AttrDb | SegmentRegister.AttrG };
         SetCpl(3);
         UpdateMode();
+        RecomputeSingleStep();
         _gpr[Gpr.Rsp] = to64 ? _gpr[Gpr.Rcx] : _gpr[Gpr.Rcx] & 0xFFFF_FFFF;
         _rip = to64 ? _gpr[Gpr.Rdx] : _gpr[Gpr.Rdx] & 0xFFFF_FFFF;
         return Status.Ok;

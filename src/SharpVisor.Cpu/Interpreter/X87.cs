@@ -236,9 +236,6 @@ public sealed unsafe partial class SoftwareVcpu
         }
 
         X87RecordInstruction(ref i);
-        // Observed on hardware: the reserved precision control 01 rounds like 11 (64 bits), whereas
-        // FpuContext.LoadControlWord reads it as 24 bits.
-        if ((_fcw & 0x300) == 0x100) _fpu.Precision = PrecisionControl.Extended;
         switch (m)
         {
             case Mnemonic.Fld: return X87Load(ref i);

@@ -162,10 +162,12 @@ public sealed unsafe partial class SoftwareVcpu
         int envSize = size32 ? EnvSize32 : EnvSize16;
         Span<byte> image = stackalloc byte[EnvSize32 + 8 * StRegisterBytes];
         image = image[..(envSize + 8 * StRegisterBytes)];
+        var st = CheckStateImageInRam(MemSeg(ref i), EffectiveAddress(ref i), image.Length, Access.Write, 1, "FSAVE");
+        if (st != Status.Ok) return st;
         X87SaveEnvironment(image, size32);
         for (int s = 0; s < 8; s++)
             StReg(s).WriteBytes(image.Slice(envSize + s * StRegisterBytes, StRegisterBytes));
-        var st = WriteBytes(MemSeg(ref i), EffectiveAddress(ref i), image);
+        st = WriteBytes(MemSeg(ref i), EffectiveAddress(ref i), image);
         if (st != Status.Ok) return st;
         X87Init();
         return Status.Ok;
@@ -177,7 +179,9 @@ public sealed unsafe partial class SoftwareVcpu
         int envSize = size32 ? EnvSize32 : EnvSize16;
         Span<byte> image = stackalloc byte[EnvSize32 + 8 * StRegisterBytes];
         image = image[..(envSize + 8 * StRegisterBytes)];
-        var st = ReadBytes(MemSeg(ref i), EffectiveAddress(ref i), image);
+        var st = CheckStateImageInRam(MemSeg(ref i), EffectiveAddress(ref i), image.Length, Access.Read, 1, "FRSTOR");
+        if (st != Status.Ok) return st;
+        st = ReadBytes(MemSeg(ref i), EffectiveAddress(ref i), image);
         if (st != Status.Ok) return st;
         X87LoadEnvironment(image, size32);
         // ST(i) is relative to the TOP just loaded.

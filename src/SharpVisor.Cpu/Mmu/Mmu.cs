@@ -14,6 +14,12 @@ internal struct TlbEntry
     public nint Addend;
     /// <summary>Guest-physical address of the page (code-page tracking needs it on fetch).</summary>
     public ulong PhysPage;
+    /// <summary>
+    /// Offset mask of the page the walk found (0x1F_FFFF for 2 MiB, 0x3F_FFFF for 4 MiB, 0x3FFF_FFFF
+    /// for 1 GiB; 0 for 4 KiB): the TLB holds a large page as 4 KiB pieces, and INVLPG of any
+    /// address in it must drop them all.
+    /// </summary>
+    public ulong LargeMask;
     public bool Global;
 }
 
@@ -39,6 +45,8 @@ public sealed unsafe partial class SoftwareVcpu
     /// <summary>Class of ordinary data accesses by the current code (CPL, AC).</summary>
     internal ulong _tlbClass;
     internal long _tlbMisses;
+    /// <summary>Some TLB entry may be a piece of a large page (INVLPG must then scan, see <see cref="InvalidatePage"/>).</summary>
+    private bool _tlbHasLarge;
 
     private MemoryRegion[] _ram = [];
     /// <summary>Self-modifying and cross-modifying code detection, shared by the engine's vCPUs.</summary>
@@ -71,6 +79,7 @@ public sealed unsafe partial class SoftwareVcpu
         FlushArray(_tlbRead, keepGlobal);
         FlushArray(_tlbWrite, keepGlobal);
         FlushArray(_tlbExec, keepGlobal);
+        if (!keepGlobal) _tlbHasLarge = false;
     }
 
     private static void FlushArray(TlbEntry[] tlb, bool keepGlobal)
@@ -79,10 +88,29 @@ public sealed unsafe partial class SoftwareVcpu
             if (!keepGlobal || !tlb[i].Global) tlb[i].Tag = InvalidTag;
     }
 
+    /// <summary>
+    /// INVLPG: drops the translation of <paramref name="lin"/>, global or not. When it lies in a
+    /// large page, every 4 KiB piece of that page is dropped too (SDM Vol. 3A §4.10.4.1: INVLPG
+    /// invalidates the whole large-page translation), in all three arrays.
+    /// </summary>
     internal void InvalidatePage(ulong lin)
     {
         int i = (int)((lin >> 12) & (TlbSize - 1));
         _tlbRead[i].Tag = _tlbWrite[i].Tag = _tlbExec[i].Tag = InvalidTag;
+        if (!_tlbHasLarge) return;
+        InvalidateLarge(_tlbRead, lin);
+        InvalidateLarge(_tlbWrite, lin);
+        InvalidateLarge(_tlbExec, lin);
+    }
+
+    private static void InvalidateLarge(TlbEntry[] tlb, ulong lin)
+    {
+        for (int i = 0; i < tlb.Length; i++)
+        {
+            ref var e = ref tlb[i];
+            ulong m = e.LargeMask;
+            if (m != 0 && e.Tag != InvalidTag && ((e.Tag & PageMask) & ~m) == (lin & ~m)) e.Tag = InvalidTag;
+        }
     }
 
     /// <summary>Host pointer for a guest-physical address in RAM, or null (MMIO/unassigned).</summary>
@@ -110,6 +138,8 @@ public sealed unsafe partial class SoftwareVcpu
     private struct Walk
     {
         public ulong Phys;
+        /// <summary>Offset mask of a large page, 0 for a 4 KiB page (see <see cref="TlbEntry.LargeMask"/>).</summary>
+        public ulong LargeMask;
         public bool Writable, User, NoExec, Global, Dirty;
     }
 
@@ -154,6 +184,7 @@ public sealed unsafe partial class SoftwareVcpu
                 if ((entry & 0x0020_0000) != 0) return PageFault(lin, access, user, true, true); // bit 21 reserved
                 pageSizeMask = 0x3F_FFFF;
                 w.Phys = phys | (lin & pageSizeMask);
+                w.LargeMask = pageSizeMask;
                 level = 2;
                 return FinishWalk(lin, access, cls, ref w, entryAddr, entry, allowW, allowU, false, touched[..nTouched], level);
             }
@@ -203,6 +234,7 @@ public sealed unsafe partial class SoftwareVcpu
             {
                 pageSizeMask = (1UL << shift) - 1;
                 w.Phys = (entry & 0x000F_FFFF_FFFF_F000UL & ~pageSizeMask) | (lin & pageSizeMask);
+                if (large) w.LargeMask = pageSizeMask;
                 return FinishWalk(lin, access, cls, ref w, entryAddr, entry, allowW, allowU, nx, touched[..nTouched], level);
             }
             touched[nTouched++] = entryAddr;
@@ -298,22 +330,24 @@ public sealed unsafe partial class SoftwareVcpu
         host = page + (gpa & 0xFFF);
         int idx = (int)((lin >> 12) & (TlbSize - 1));
         ulong tag = (lin & PageMask) | cls;
+        ulong large = w.LargeMask;
+        if (large != 0) _tlbHasLarge = true;
         nint addend = (nint)page - (nint)(lin & PageMask);
         switch (access)
         {
             case Access.Read:
-                _tlbRead[idx] = new TlbEntry { Tag = tag, Addend = addend, Global = w.Global };
+                _tlbRead[idx] = new TlbEntry { Tag = tag, Addend = addend, Global = w.Global, LargeMask = large };
                 break;
             case Access.Write:
                 if (IsReadOnlyPhys(gpa)) { host = null; gpa = ulong.MaxValue; return Status.Ok; } // ROM: writes dropped
                 if (_code.NoteWrite(gpa)) _endBlock = true; // the rest of this block may be stale
                 if (w.Dirty && !_code.HasCode(gpa))
-                    _tlbWrite[idx] = new TlbEntry { Tag = tag, Addend = addend, Global = w.Global };
+                    _tlbWrite[idx] = new TlbEntry { Tag = tag, Addend = addend, Global = w.Global, LargeMask = large };
                 // A writable page is readable too.
-                _tlbRead[idx] = new TlbEntry { Tag = tag, Addend = addend, Global = w.Global };
+                _tlbRead[idx] = new TlbEntry { Tag = tag, Addend = addend, Global = w.Global, LargeMask = large };
                 break;
             case Access.Execute:
-                _tlbExec[idx] = new TlbEntry { Tag = tag, Addend = addend, Global = w.Global, PhysPage = gpa & PageMask };
+                _tlbExec[idx] = new TlbEntry { Tag = tag, Addend = addend, Global = w.Global, PhysPage = gpa & PageMask, LargeMask = large };
                 break;
         }
         return Status.Ok;
