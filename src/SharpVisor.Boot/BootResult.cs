@@ -54,15 +54,28 @@ public static class BootLayout
 public static class BootFiles
 {
     /// <summary>
-    /// Reads a user-named image file (kernel, initrd, module); a missing or unreadable file is a
-    /// ConfigurationException of one line naming <paramref name="what"/> and the path.
+    /// Reads a user-named image file (kernel, initrd, module). Every way the name can be wrong is a
+    /// ConfigurationException of one line naming <paramref name="what"/> and the path: empty, missing,
+    /// a directory, unreadable. (File.ReadAllBytes would throw ArgumentException for "" and
+    /// UnauthorizedAccessException, i.e. "permission denied", for a directory.)
     /// </summary>
     public static byte[] Read(string path, string what)
     {
+        if (string.IsNullOrWhiteSpace(path)) throw new Core.ConfigurationException($"{what} file name is empty");
+        if (Directory.Exists(path)) throw new Core.ConfigurationException($"{what} {path} is a directory, not a file");
         try { return File.ReadAllBytes(path); }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
         {
-            throw new Core.ConfigurationException($"{what} {path}: {e.Message}");
+            throw new Core.ConfigurationException($"{what} file not found: {path}");
+        }
+        catch (UnauthorizedAccessException)
+        {
+            throw new Core.ConfigurationException($"cannot read {what} file {path}: permission denied");
+        }
+        catch (Exception e) when (e is IOException or ArgumentException or NotSupportedException)
+        {
+            // ArgumentException/NotSupportedException: a name the OS cannot take (e.g. an embedded NUL).
+            throw new Core.ConfigurationException($"cannot read {what} file {path}: {e.Message}");
         }
     }
 }

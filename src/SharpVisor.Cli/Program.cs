@@ -1,7 +1,6 @@
 using System.CommandLine;
 using System.Diagnostics;
 using SharpVisor.Core;
-using SharpVisor.Devices.Serial;
 using SharpVisor.Machine;
 
 namespace SharpVisor.Cli;
@@ -20,25 +19,34 @@ public static class Program
     });
 
     /// <summary>
-    /// Runs a command body so that no failure reaches the user as a stack trace: configuration
-    /// and image errors are one line and exit code 2, anything else one line and exit code 6.
+    /// Runs a command body so that no failure reaches the user as a stack trace: bad input
+    /// (configuration and image errors) is one line and exit code 2; any other failure, including a
+    /// VmmException from the host (mmap, KVM), is one line and exit code 6.
     /// Every command action goes through this, because System.CommandLine would otherwise catch
     /// exceptions from actions itself and print them whole.
     /// </summary>
-    internal static int Guarded(Func<int> body)
+    internal static int Guarded(Func<int> body) => Guarded(body, Console.Error);
+
+    /// <summary><see cref="Guarded(Func{int})"/> writing its one line to <paramref name="error"/> (tests).</summary>
+    public static int Guarded(Func<int> body, TextWriter error)
     {
         try
         {
             return body();
         }
+        catch (Exception e) when (e is ConfigurationException or ImageFormatException)
+        {
+            error.WriteLine($"sharpvisor: {e.Message}");
+            return ExitCodes.UsageError;
+        }
         catch (VmmException e)
         {
-            Console.Error.WriteLine($"sharpvisor: {e.Message}");
-            return ExitCodes.UsageError;
+            error.WriteLine($"sharpvisor: {e.Message}");
+            return ExitCodes.InternalError;
         }
         catch (Exception e)
         {
-            Console.Error.WriteLine($"sharpvisor: internal error: {e.GetType().Name}: {e.Message}");
+            error.WriteLine($"sharpvisor: internal error: {e.GetType().Name}: {e.Message}");
             return ExitCodes.InternalError;
         }
     }
@@ -116,6 +124,7 @@ public static class Program
         if (t.EndsWith('K')) { mult = 1UL << 10; t = t[..^1]; }
         else if (t.EndsWith('M')) { mult = 1UL << 20; t = t[..^1]; }
         else if (t.EndsWith('G')) { mult = 1UL << 30; t = t[..^1]; }
+        else if (t.EndsWith('T')) { mult = 1UL << 40; t = t[..^1]; }
         if (!ulong.TryParse(t, out ulong n) || n == 0 || n > (1UL << 44) / mult)
             throw new ConfigurationException($"bad memory size '{text}' (use e.g. 512M or 2G)");
         return n * mult;
@@ -185,35 +194,48 @@ public static class Program
     /// <param name="explain">A second line for some exit codes (printed before the telemetry).</param>
     private static int Boot(MachineConfig config, bool stats, bool interactive, Func<int, string?>? explain = null)
     {
-        var stdout = Console.OpenStandardOutput();
-        config.Com1Output = new StreamBackend(stdout);
-        config.DebugConsoleOutput = b => { stdout.WriteByte(b); if (b == '\n') stdout.Flush(); };
-        using var raw = interactive && !Console.IsInputRedirected ? RawTerminal.Enter() : null;
-        // A raw terminal does not turn \n into \r\n.
-        config.Notice = message => Console.Error.Write($"sharpvisor: {message}{(raw != null ? "\r\n" : "\n")}");
-        if (interactive) config.Com1Input = Console.OpenStandardInput();
-        using var machine = new Machine.Machine(config);
+        // COM1 and the debug console share one buffered writer: their bytes stay in order, and a
+        // stalled stdout drops output instead of stopping the vCPUs (which write under the machine lock).
+        var output = new BufferedSerialOutput(Console.OpenStandardOutput());
+        config.Com1Output = output;
+        config.DebugConsoleOutput = output.Write;
+        RawTerminal? raw = null;
+        bool droppedReported = false;
         using var cts = new CancellationTokenSource();
-        Console.CancelKeyPress += (_, e) => { e.Cancel = true; cts.Cancel(); };
-        var result = machine.Run(cts.Token);
-        stdout.Flush();
-        raw?.Dispose();
-        Console.Error.WriteLine($"sharpvisor: {result.Reason}");
-        if (explain?.Invoke(result.ExitCode) is { } line) Console.Error.WriteLine($"sharpvisor: {line}");
-        if (stats) Console.Error.Write(machine.StatisticsTable());
-        return result.ExitCode;
-    }
-
-    /// <summary>
-    /// COM1 output to the terminal. Every byte is flushed: a serial line is slow anyway, and an
-    /// interactive prompt must appear at once whatever characters it ends with.
-    /// </summary>
-    private sealed class StreamBackend(Stream s) : ISerialBackend
-    {
-        public void Write(byte value)
+        ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cts.Cancel(); };
+        Console.CancelKeyPress += onCancel;
+        try
         {
-            s.WriteByte(value);
-            s.Flush();
+            raw = interactive && !Console.IsInputRedirected ? RawTerminal.Enter() : null;
+            // A raw terminal does not turn \n into \r\n.
+            var lineEnd = raw != null ? "\r\n" : "\n";
+            config.Notice = message => Console.Error.Write($"sharpvisor: {message}{lineEnd}");
+            if (interactive)
+            {
+                config.Com1Input = Console.OpenStandardInput();
+                config.Com1InputIsTerminal = !Console.IsInputRedirected;
+            }
+            using var machine = new Machine.Machine(config);
+            var result = machine.Run(cts.Token);
+            output.Dispose(); // everything the guest wrote reaches stdout before the result line
+            raw?.Dispose();
+            raw = null;
+            Console.Error.WriteLine($"sharpvisor: {result.Reason}");
+            if (explain?.Invoke(result.ExitCode) is { } line) Console.Error.WriteLine($"sharpvisor: {line}");
+            if (stats)
+            {
+                Console.Error.Write(machine.StatisticsTable());
+                Console.Error.WriteLine($"console output dropped (stdout too slow): {output.Dropped} bytes");
+                droppedReported = true;
+            }
+            return result.ExitCode;
+        }
+        finally
+        {
+            Console.CancelKeyPress -= onCancel;
+            output.Dispose(); // also when the machine failed to build or run: nothing written is lost
+            raw?.Dispose();
+            if (!droppedReported && output.Dropped > 0) Console.Error.WriteLine($"sharpvisor: {output.Dropped} bytes of guest console output dropped (stdout too slow)");
         }
     }
 

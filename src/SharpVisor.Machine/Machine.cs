@@ -28,7 +28,11 @@ namespace SharpVisor.Machine;
 /// A PC: guest RAM, the port and MMIO buses, the legacy devices, interrupt controllers, ACPI
 /// tables, the vCPUs of one engine, and the run loop that turns exits into device calls. This is
 /// the composition root: the only place that knows both engines and devices.
-/// Threading: one thread per vCPU; every device access and timer happens under <see cref="_lock"/>.
+/// Threading: one thread per vCPU; every device access and timer happens under <see cref="_lock"/>,
+/// and so does every call the engines make into the interrupt controllers from inside Run
+/// (<see cref="CountingSource"/>, <see cref="PlatformMsrs"/>). Nothing waits for a vCPU thread
+/// while holding <see cref="_lock"/>: the joins in <see cref="RunOneBoot"/> happen outside it, so a
+/// vCPU blocked on the lock inside Run can always finish.
 /// Reset: a guest reset stops every vCPU thread, and <see cref="Build"/> makes a new board (devices,
 /// engine, vCPUs, tables, the image reloaded) over the same RAM and RTC/CMOS, as a PC's reset
 /// line does and QEMU without -no-reboot; with <see cref="MachineConfig.NoReboot"/> it ends the VM.
@@ -42,6 +46,13 @@ public sealed class Machine : IDisposable
     /// </summary>
     public const int MaxQuickTripleFaults = 3;
     public static readonly TimeSpan QuickBootLimit = TimeSpan.FromSeconds(10);
+    /// <summary>
+    /// The largest guest RAM: 1 TiB. Below the physical-address width of every x86-64 host KVM
+    /// runs on (at least 39 bits), and within what the software CPU's per-page tables index.
+    /// </summary>
+    public const ulong MaxMemoryBytes = 1UL << 40;
+    /// <summary>Host input bytes buffered for COM1 before the input thread waits for the guest to read.</summary>
+    public const int InputQueueCapacity = 4096;
 
     private readonly MachineConfig _config;
     private readonly object _lock = new();
@@ -55,9 +66,16 @@ public sealed class Machine : IDisposable
     /// NVRAM a guest may use to tell a warm boot from a cold one.
     /// </summary>
     private readonly Rtc146818 _rtc;
-    private readonly byte[] _kernelImage;
-    private readonly byte[]? _initrdImage;
-    private readonly List<MultibootModule> _moduleImages = new();
+    // The image files, until the first boot has placed them; from then on _bootImage reloads them.
+    private byte[]? _kernelImage;
+    private byte[]? _initrdImage;
+    private List<MultibootModule>? _moduleImages = new();
+    /// <summary>What the loader put in RAM at the first boot: a reset writes it back instead of parsing and decompressing again.</summary>
+    private BootImage? _bootImage;
+    /// <summary>Per vCPU, bumped under _lock by INIT and STARTUP: the run loop re-reads its start state only when this changed.</summary>
+    private readonly int[] _startEpoch;
+    /// <summary>Set under _lock by Dispose: kicks and the input thread stop touching the vCPUs and events.</summary>
+    private volatile bool _disposed;
     private volatile MachineResult? _result;
     /// <summary>Set when the guest asked for a reset (or triple-faulted) and the VM should reboot.</summary>
     private volatile ResetRequest? _reset;
@@ -69,7 +87,9 @@ public sealed class Machine : IDisposable
     private readonly Dictionary<string, long>[] _priorVcpuStats;
 
     // ---- the board: everything a reset rebuilds (see Build)
-    private List<ITimedDevice> _timed = null!;
+    private ITimedDevice[] _timed = null!;
+    /// <summary>ServiceTimers' scratch: each device's deadline, read before the clock.</summary>
+    private long[] _deadlines = null!;
     private IEngine _engine = null!;
     private IVcpu[] _vcpus = null!;
     private LocalApic[] _apics = null!;
@@ -97,32 +117,39 @@ public sealed class Machine : IDisposable
     {
         _config = config;
         if (config.Cpus < 1 || config.Cpus > 64) throw new ConfigurationException($"--cpus {config.Cpus}: must be between 1 and 64");
+        if (config.MemoryBytes > MaxMemoryBytes)
+            throw new ConfigurationException($"memory size {DescribeSize(config.MemoryBytes)} is too large (the maximum is {DescribeSize(MaxMemoryBytes)})");
         _wake = new ManualResetEventSlim[config.Cpus];
+        _startEpoch = new int[config.Cpus];
         _priorVcpuStats = new Dictionary<string, long>[config.Cpus];
         for (int c = 0; c < config.Cpus; c++)
         {
             _wake[c] = new ManualResetEventSlim(false);
             _priorVcpuStats[c] = new();
         }
-        PcMemoryLayout.AddRam(Memory, config.MemoryBytes);
         try
         {
-            // Images are read once: a reset reloads these bytes, as QEMU reloads -kernel from fw_cfg.
-            _kernelImage = config.KernelImage ?? ReadFile(config.KernelPath ?? throw new ConfigurationException("no kernel given (use --kernel FILE)"), "kernel");
-            _initrdImage = config.InitrdPath != null ? ReadFile(config.InitrdPath, "initrd") : null;
+            PcMemoryLayout.AddRam(Memory, config.MemoryBytes);
+            // Images are read once; the first boot snapshots what the loader placed (BootImage) and a
+            // reset writes that back, as QEMU reloads its -kernel blobs.
+            _kernelImage = config.KernelImage ?? BootFiles.Read(config.KernelPath ?? throw new ConfigurationException("no kernel given (use --kernel FILE)"), "kernel");
+            _initrdImage = config.InitrdPath != null ? BootFiles.Read(config.InitrdPath, "initrd") : null;
             foreach (var p in config.Modules)
             {
                 var parts = p.Split(' ', 2);
-                _moduleImages.Add(new MultibootModule(ReadFile(parts[0], "module"), p, parts[0]));
+                _moduleImages!.Add(new MultibootModule(BootFiles.Read(parts[0], "module"), p, parts[0]));
             }
             _rtc = new Rtc146818(_clock, IsaIrq(8));
-            SetCmosMemory(_rtc, config.MemoryBytes);
+            ulong below4g = Math.Min(config.MemoryBytes, PcMemoryLayout.PciHoleStart);
+            _rtc.SetMemorySize(below4g, config.MemoryBytes - below4g);
+            _rtc.SetCpuCount(config.Cpus);
             Build();
         }
         catch
         {
             _engine?.Dispose();
             Memory.Dispose();
+            foreach (var w in _wake) w.Dispose();
             throw;
         }
     }
@@ -136,7 +163,7 @@ public sealed class Machine : IDisposable
     private void Build()
     {
         var config = _config;
-        _timed = new List<ITimedDevice>();
+        var timed = new List<ITimedDevice>();
         Io = new AddressBus("io", config.Log);
         Mmio = new AddressBus("mmio", config.Log);
 
@@ -155,11 +182,12 @@ public sealed class Machine : IDisposable
             apic.InterruptRequested = () => KickCpu(cpu);
             _apicBus.Add(apic);
             _apics[c] = apic;
-            _timed.Add(apic);
+            timed.Add(apic);
         }
         _apicBus.InitRequested = cpu => OnInit(cpu);
         _apicBus.StartupRequested = (cpu, vector) => OnStartup(cpu, vector);
-        _pic.IntrOutput = new IrqLine(level => { _apics[0].SetLint(0, level); if (level) KickCpu(0); });
+        // SetLint kicks vCPU 0 itself (InterruptRequested) whenever the level is an interrupt for it.
+        _pic.IntrOutput = new IrqLine(level => _apics[0].SetLint(0, level));
         Io.Map(0x20, 2, _pic.Master);
         Io.Map(0xA0, 2, _pic.Slave);
         Io.Map(0x4D0, 2, _pic.Elcr);
@@ -171,15 +199,15 @@ public sealed class Machine : IDisposable
         var pit = new Pit8254(_clock, IsaIrq(0));
         Io.Map(0x40, 4, pit);
         Io.Map(0x61, 1, pit.SpeakerPort);
-        _timed.Add(pit);
+        timed.Add(pit);
         Io.Map(0x70, 2, _rtc);
-        _timed.Add(_rtc);
+        timed.Add(_rtc);
         var kbc = new I8042(IsaIrq(1), () => RequestReset("keyboard controller reset command 0xFE", tripleFault: false), _ => { }, IsaIrq(12));
         Io.Map(0x60, 1, kbc);
         Io.Map(0x64, 1, kbc, offsetBias: 4);
         _com1 = new Uart16550(IsaIrq(4), config.Com1Output ?? new NullSerialBackend(), _clock, "com1");
         Io.Map(0x3F8, 8, _com1);
-        _timed.Add(_com1);
+        timed.Add(_com1);
         Io.Map(0x2F8, 8, new Uart16550(IsaIrq(3), new NullSerialBackend(), _clock, "com2"));
         Io.Map(0x80, 1, new PostCodePort());
         Io.Map(0xE9, 1, new DebugConsole(b => config.DebugConsoleOutput?.Invoke(b)));
@@ -188,13 +216,17 @@ public sealed class Machine : IDisposable
         pci.Add(0, 0, new I440fxHostBridge());
         pci.Add(1, 0, new Piix3IsaBridge());
         Io.Map(0xCF8, 8, new PciConfigIo(pci, () => RequestReset("reset control register, port 0xCF9", tripleFault: false)));
+        // The whole register block: selector and data at 0x510/0x511 and the DMA address at
+        // 0x514–0x51B, which the device advertises in its ID because it has guest memory.
         var fwcfg = new FwCfg(Memory);
-        Io.Map(0x510, 2, fwcfg);
+        Io.Map(0x510, FwCfg.Size, fwcfg);
         _pm = new AcpiPm(_clock, IsaIrq(AcpiTableBuilder.SciInt), () => Stop(new MachineResult(ExitCodes.PowerOff, "guest powered off (ACPI S5)")), AcpiTableBuilder.S5SlpTyp);
         Io.Map(AcpiTableBuilder.Pm1aEvtBlk, AcpiTableBuilder.Pm1EvtLen, _pm.EventBlock);
         Io.Map(AcpiTableBuilder.Pm1aCntBlk, AcpiTableBuilder.Pm1CntLen, _pm.ControlBlock);
         Io.Map(AcpiTableBuilder.PmTmrBlk, AcpiTableBuilder.PmTmrLen, _pm.Timer);
-        _timed.Add(_pm);
+        timed.Add(_pm);
+        _timed = timed.ToArray();
+        _deadlines = new long[_timed.Length];
 
         // ---- engine and vCPUs
         _engine = config.Engine switch
@@ -208,7 +240,7 @@ public sealed class Machine : IDisposable
         for (int c = 0; c < config.Cpus; c++)
         {
             vcpus[c] = _engine.CreateVcpu(c);
-            vcpus[c].InterruptSource = new CountingSource(_apics[c], _vectorCounts);
+            vcpus[c].InterruptSource = new CountingSource(this, _apics[c]);
             // The TSC-deadline timer compares the guest's TSC; the software CPU says when its TSC
             // reaches a value on the machine clock. (KVM's CPUID does not offer TSC-deadline.)
             if (vcpus[c] is SoftwareVcpu sv) _apics[c].TscToNs = sv.TscToNs;
@@ -218,8 +250,19 @@ public sealed class Machine : IDisposable
 
         // ---- tables and the guest
         var acpi = AcpiTableBuilder.Build(Memory, new AcpiConfig { CpuCount = config.Cpus });
-        Boot = LoadGuest(acpi);
-        _vcpus[0].SetState(Boot.BootCpu);
+        if (_bootImage == null)
+        {
+            Boot = LoadGuest(acpi);
+            _bootImage = BootImage.Capture(Memory, Boot);
+            // The snapshot holds everything a reset needs: drop the files' bytes.
+            _kernelImage = _initrdImage = null;
+            _moduleImages = null;
+        }
+        else
+        {
+            _bootImage.Restore(Memory);
+        }
+        _vcpus[0].SetState(Boot!.BootCpu);
         for (int c = 1; c < config.Cpus; c++)
         {
             // Application processors wait for INIT/SIPI in the wait-for-SIPI state.
@@ -244,32 +287,22 @@ public sealed class Machine : IDisposable
         });
     }
 
-    private static void SetCmosMemory(Rtc146818 rtc, ulong bytes)
-    {
-        // Base memory 640 KiB; extended memory 1–16 MiB in KiB; above 16 MiB in 64 KiB units (SeaBIOS reads these).
-        rtc.SetNvram(0x15, 0x80); rtc.SetNvram(0x16, 0x02);
-        ulong ext = Math.Min((bytes - Math.Min(bytes, 1UL << 20)) >> 10, 0xFFFF);
-        rtc.SetNvram(0x17, (byte)ext); rtc.SetNvram(0x18, (byte)(ext >> 8));
-        rtc.SetNvram(0x30, (byte)ext); rtc.SetNvram(0x31, (byte)(ext >> 8));
-        ulong below4g = Math.Min(bytes, PcMemoryLayout.PciHoleStart);
-        ulong above16 = below4g > (16UL << 20) ? Math.Min((below4g - (16UL << 20)) >> 16, 0xFFFF) : 0;
-        rtc.SetNvram(0x34, (byte)above16); rtc.SetNvram(0x35, (byte)(above16 >> 8));
-        ulong high = bytes > below4g ? (bytes - below4g) >> 16 : 0;
-        rtc.SetNvram(0x5B, (byte)high); rtc.SetNvram(0x5C, (byte)(high >> 8)); rtc.SetNvram(0x5D, (byte)(high >> 16));
-    }
+    private static string DescribeSize(ulong bytes)
+        => bytes >= 1UL << 30 && bytes % (1UL << 30) == 0 ? $"{bytes >> 30} GiB" : $"{bytes >> 20} MiB";
 
     private BootResult LoadGuest(AcpiTables acpi)
     {
         string name = _config.KernelPath ?? _config.KernelName;
-        if (MultibootHeader.Find(_kernelImage) != null)
+        var kernel = _kernelImage!;
+        if (MultibootHeader.Find(kernel) != null)
         {
             return MultibootLoader.Load(Memory, new MultibootConfig
             {
-                Kernel = _kernelImage, KernelName = name, CommandLine = _config.CommandLine, Modules = _moduleImages,
+                Kernel = kernel, KernelName = name, CommandLine = _config.CommandLine, Modules = _moduleImages!,
                 ExtraE820 = acpi.E820Entries,
             });
         }
-        var bz = BzImage.Parse(_kernelImage, name);
+        var bz = BzImage.Parse(kernel, name);
         return LinuxLoader.Load(Memory, new LinuxBootConfig
         {
             Kernel = bz,
@@ -280,15 +313,6 @@ public sealed class Machine : IDisposable
             AcpiRsdpAddress = acpi.RsdpGpa,
             ExtraE820 = acpi.E820Entries,
         });
-    }
-
-    private static byte[] ReadFile(string path, string what)
-    {
-        try { return File.ReadAllBytes(path); }
-        catch (FileNotFoundException) { throw new ConfigurationException($"{what} file not found: {path}"); }
-        catch (DirectoryNotFoundException) { throw new ConfigurationException($"{what} file not found: {path}"); }
-        catch (IOException e) { throw new ConfigurationException($"cannot read {what} file {path}: {e.Message}"); }
-        catch (UnauthorizedAccessException) { throw new ConfigurationException($"cannot read {what} file {path}: permission denied"); }
     }
 
     // ------------------------------------------------------------------ running
@@ -431,18 +455,22 @@ public sealed class Machine : IDisposable
 
     private void KickAll()
     {
-        // Under _lock: a reset swaps the vCPUs and disposes the old ones under it.
+        // Under _lock: a reset swaps the vCPUs and disposes the old ones under it, and Dispose
+        // disposes the events under it. Kick only asks (a flag, a signal): it never waits.
         lock (_lock)
         {
+            if (_disposed) return;
             foreach (var v in _vcpus ?? []) v?.Kick();
+            foreach (var w in _wake) w.Set();
         }
-        foreach (var w in _wake) w.Set();
     }
 
     private readonly object _stopLock = new();
 
+    /// <summary>Wakes <paramref name="cpu"/> (halted or running). Callers hold _lock.</summary>
     private void KickCpu(int cpu)
     {
+        if (_disposed) return;
         _wake[cpu].Set();
         if (_vcpus != null && cpu < _vcpus.Length) _vcpus[cpu]?.Kick();
     }
@@ -469,14 +497,24 @@ public sealed class Machine : IDisposable
         var vcpu = _vcpus[cpu];
         var exit = vcpu.Exit;
         int halts = 0; // consecutive HLT exits: the guest halted again without taking the interrupt
+        bool started = false;
+        int epoch = 0;
         while (Running)
         {
-            bool started;
-            lock (_lock) started = _started[cpu] && _pendingStart[cpu] == null;
-            if (!started)
+            // The start state changes only through INIT/STARTUP, which bump the epoch (and kick,
+            // so Run returns): the lock is taken only then, not before every Run.
+            if (!started || Volatile.Read(ref _startEpoch[cpu]) != epoch)
             {
-                WaitForStartup(cpu);
-                continue;
+                lock (_lock)
+                {
+                    started = _started[cpu] && _pendingStart[cpu] == null;
+                    epoch = _startEpoch[cpu];
+                }
+                if (!started)
+                {
+                    WaitForStartup(cpu);
+                    continue;
+                }
             }
             var reason = vcpu.Run();
             lock (_lock)
@@ -514,7 +552,7 @@ public sealed class Machine : IDisposable
                 PumpInput();
             }
             halts = reason == ExitReason.Halt ? halts + 1 : 0;
-            if (reason == ExitReason.Halt) WaitWhileHalted(cpu, interruptEndsWait: halts == 1);
+            if (reason == ExitReason.Halt) WaitWhileHalted(cpu, interruptEndsWait: halts == 1, epoch);
         }
     }
 
@@ -532,47 +570,59 @@ public sealed class Machine : IDisposable
         Mmio.Write(gpa, size, value);
     }
 
-    /// <summary>Runs every timed device whose deadline has passed.</summary>
+    /// <summary>Runs every timed device whose deadline has passed. Under _lock.</summary>
     private void ServiceTimers()
     {
-        foreach (var d in _timed)
+        // The deadlines first, then the time: a device may answer "due now" with the clock's
+        // current reading, which a time taken before asking would always precede. One clock
+        // read serves every device.
+        var timed = _timed;
+        var deadlines = _deadlines;
+        long earliest = long.MaxValue;
+        for (int i = 0; i < timed.Length; i++)
         {
-            // The deadline first, then the time: a device may answer "due now" with the clock's
-            // current reading, which a time taken before asking would always precede.
-            long deadline = d.NextDeadlineNs;
-            long now = _clock.NowNs;
-            if (deadline <= now) d.OnTime(now);
+            long d = timed[i].NextDeadlineNs;
+            deadlines[i] = d;
+            if (d < earliest) earliest = d;
         }
+        if (earliest == long.MaxValue) return;
+        long now = _clock.NowNs;
+        if (earliest > now) return;
+        for (int i = 0; i < timed.Length; i++)
+            if (deadlines[i] <= now) timed[i].OnTime(now);
+    }
+
+    /// <summary>The earliest device deadline. Under _lock.</summary>
+    private long NextDeadlineLocked()
+    {
+        long next = long.MaxValue;
+        foreach (var d in _timed) next = Math.Min(next, d.NextDeadlineNs);
+        return next;
     }
 
     private long NextDeadline()
     {
-        long next = long.MaxValue;
-        lock (_lock)
-        {
-            foreach (var d in _timed) next = Math.Min(next, d.NextDeadlineNs);
-        }
-        return next;
+        lock (_lock) return NextDeadlineLocked();
     }
 
     /// <summary>
     /// Sleeps until an interrupt is pending for <paramref name="cpu"/> or a device deadline passes.
     /// When the vCPU halted again right after being woken for a pending interrupt, the guest has
     /// interrupts disabled (CLI; HLT): then only time (and NMI/INIT kicks) end the wait, so a
-    /// halted guest never spins the host CPU.
+    /// halted guest never spins the host CPU. INIT or STARTUP for this vCPU (a new
+    /// <paramref name="epoch"/>) ends the wait too.
     /// </summary>
-    private void WaitWhileHalted(int cpu, bool interruptEndsWait)
+    private void WaitWhileHalted(int cpu, bool interruptEndsWait, int epoch)
     {
-        while (Running)
+        while (Running && Volatile.Read(ref _startEpoch[cpu]) == epoch)
         {
+            long next;
             lock (_lock)
             {
                 ServiceTimers();
                 PumpInput();
-                if (_apics[cpu].HasInterrupt)
-                {
-                    if (interruptEndsWait) return;
-                }
+                if (interruptEndsWait && _apics[cpu].HasInterrupt) return;
+                next = interruptEndsWait ? NextDeadlineLocked() : 0;
             }
             if (!interruptEndsWait)
             {
@@ -580,7 +630,7 @@ public sealed class Machine : IDisposable
                 _wake[cpu].Reset();
                 return;
             }
-            long wait = NextDeadline() - _clock.NowNs;
+            long wait = next == long.MaxValue ? long.MaxValue : next - _clock.NowNs;
             int ms = wait <= 0 ? 0 : (int)Math.Clamp(wait / 1_000_000, 1, 20);
             if (ms > 0) _wake[cpu].Wait(ms);
             _wake[cpu].Reset();
@@ -605,14 +655,24 @@ public sealed class Machine : IDisposable
 
     // ------------------------------------------------------------------ serial input
 
-    private readonly Queue<byte> _input = new();
+    // Host input waiting for COM1's receive FIFO: a ring of InputQueueCapacity bytes guarded by
+    // lock(_inputRing). Lock order: _lock, then _inputRing (PumpInput); the input thread never
+    // holds both, so it can wait for room without holding up a vCPU.
+    private readonly byte[] _inputRing = new byte[InputQueueCapacity];
+    private int _inputHead;
+    /// <summary>Bytes in the ring; read without the ring lock (Volatile) so an idle pump costs one load.</summary>
+    private int _inputCount;
+    /// <summary>Terminal input thrown away because the ring was full (see MachineConfig.Com1InputIsTerminal).</summary>
+    private long _inputDropped;
+
+    private bool InputStopped => _result != null || _disposed;
 
     private void InputThread()
     {
         var s = _config.Com1Input!;
         var buf = new byte[64];
         bool ctrlA = false;
-        while (_result == null)  // the input thread outlives resets
+        while (!InputStopped)  // the input thread outlives resets
         {
             int n;
             try { n = s.Read(buf, 0, buf.Length); } catch { return; }
@@ -624,21 +684,63 @@ public sealed class Machine : IDisposable
                 {
                     ctrlA = false;
                     if (b == (byte)'x' || b == (byte)'X') { Stop(new MachineResult(ExitCodes.PowerOff, "terminated by Ctrl-A X")); return; }
-                    if (b != 1) { lock (_input) _input.Enqueue(1); }
+                    if (b != 1 && !EnqueueInput(1)) return;
                 }
                 else if (b == 1) { ctrlA = true; continue; }
-                lock (_input) _input.Enqueue(b);
+                if (!EnqueueInput(b)) return;
             }
             lock (_lock) KickCpu(0); // under the lock: a reset may be swapping the vCPUs
         }
     }
 
+    /// <summary>
+    /// Queues one host byte for COM1. When the ring is full (the guest is not reading), a pipe's
+    /// byte waits for room, so the host input is held back instead of piling up; a terminal's byte
+    /// is dropped, so the input thread keeps reading and still sees Ctrl-A X (raw mode turns
+    /// Ctrl-C into a plain byte, so that is the user's only way out). False when the machine stopped.
+    /// </summary>
+    private bool EnqueueInput(byte b)
+    {
+        lock (_inputRing)
+        {
+            while (_inputCount == _inputRing.Length)
+            {
+                if (InputStopped) return false;
+                if (_config.Com1InputIsTerminal) { _inputDropped++; return true; }
+                // PumpInput pulses when it takes bytes; the timeout notices a stop.
+                Monitor.Wait(_inputRing, 50);
+            }
+            _inputRing[(_inputHead + _inputCount) % _inputRing.Length] = b;
+            Volatile.Write(ref _inputCount, _inputCount + 1);
+            return true;
+        }
+    }
+
+    /// <summary>Moves queued host input into COM1's receive FIFO as far as it has room. Under _lock.</summary>
     private void PumpInput()
     {
-        lock (_input)
+        if (Volatile.Read(ref _inputCount) == 0) return;
+        lock (_inputRing)
         {
-            while (_input.Count > 0 && _com1.ReceiveSpace > 0) _com1.TryReceive(_input.Dequeue());
+            int moved = 0;
+            while (_inputCount > 0 && _com1.ReceiveSpace > 0)
+            {
+                _com1.TryReceive(_inputRing[_inputHead]);
+                _inputHead = (_inputHead + 1) % _inputRing.Length;
+                _inputCount--;
+                moved++;
+            }
+            if (moved > 0) Monitor.PulseAll(_inputRing);
         }
+    }
+
+    /// <summary>Host input bytes queued for COM1 and not yet in its FIFO (tests).</summary>
+    internal int QueuedInput => Volatile.Read(ref _inputCount);
+
+    /// <summary>Terminal input bytes dropped because the guest did not read them (reported in --stats).</summary>
+    public long InputDropped
+    {
+        get { lock (_inputRing) return _inputDropped; }
     }
 
     // ------------------------------------------------------------------ SMP start-up
@@ -650,6 +752,7 @@ public sealed class Machine : IDisposable
         if (cpu == 0 || cpu >= _vcpus.Length) return;
         _started[cpu] = false;
         _pendingStart[cpu] = null;
+        _startEpoch[cpu]++;
         KickCpu(cpu); // a running AP stops at once and waits for STARTUP (wait-for-SIPI)
     }
 
@@ -663,6 +766,7 @@ public sealed class Machine : IDisposable
         s.Rdx = 0x600;
         _pendingStart[cpu] = s;
         _started[cpu] = true;
+        _startEpoch[cpu]++;
         KickCpu(cpu);
     }
 
@@ -699,6 +803,7 @@ public sealed class Machine : IDisposable
         foreach (var kv in Sum(_priorMmioCounts, Mmio.AccessCounts).Where(k => k.Value > 0).OrderByDescending(k => k.Value)) sb.AppendLine($"  {kv.Key,-16} {kv.Value,12}");
         sb.AppendLine("interrupts by vector:");
         for (int v = 0; v < 256; v++) if (_vectorCounts[v] > 0) sb.AppendLine($"  0x{v:x2}             {_vectorCounts[v],12}");
+        if (InputDropped > 0) sb.AppendLine($"COM1 input dropped (guest not reading): {InputDropped} bytes");
         for (int c = 0; c < _vcpus.Length; c++)
         {
             // Where each vCPU stopped: the first thing to know about a guest that hangs.
@@ -718,41 +823,112 @@ public sealed class Machine : IDisposable
         return d;
     }
 
+    /// <summary>
+    /// Frees the engine, guest RAM and the wake-up events. Under _lock with <see cref="_disposed"/>
+    /// set first, so the input thread (which may outlive <see cref="Run"/>, blocked on a terminal
+    /// read) or a late cancellation finds the machine stopped instead of a disposed object.
+    /// </summary>
     public void Dispose()
     {
-        _engine.Dispose();
-        Memory.Dispose();
-        foreach (var w in _wake) w.Dispose();
+        lock (_lock)
+        {
+            if (_disposed) return;
+            _disposed = true;
+            _engine?.Dispose();
+            Memory.Dispose();
+            foreach (var w in _wake) w.Dispose();
+        }
+        lock (_inputRing) Monitor.PulseAll(_inputRing); // an input thread waiting for room sees the stop
     }
 
-    /// <summary>Counts accepted interrupt vectors on their way to the vCPU.</summary>
-    private sealed class CountingSource(IInterruptSource inner, long[] counts) : IInterruptSource
+    /// <summary>
+    /// The vCPU's view of its local APIC (and through it the PIC), called by the engine from
+    /// inside Run, i.e. outside the run loop's lock: it takes the machine lock, as every other
+    /// use of the interrupt controllers does, and counts accepted vectors for --stats.
+    /// </summary>
+    private sealed class CountingSource(Machine m, LocalApic apic) : IInterruptSource
     {
-        public bool HasInterrupt => inner.HasInterrupt;
+        public bool HasInterrupt
+        {
+            get { lock (m._lock) return apic.HasInterrupt; }
+        }
+
         public byte Acknowledge()
         {
-            byte v = inner.Acknowledge();
-            counts[v]++;
-            return v;
+            lock (m._lock)
+            {
+                byte v = apic.Acknowledge();
+                m._vectorCounts[v]++;
+                return v;
+            }
         }
     }
 
-    /// <summary>MSRs the CPU forwards to platform devices: the APIC base and TSC deadline.</summary>
+    /// <summary>
+    /// MSRs the CPU forwards to platform devices: the APIC base and TSC deadline. Called from
+    /// inside Run, so it takes the machine lock like every other APIC access.
+    /// </summary>
     private sealed class PlatformMsrs(Machine m) : IMsrHandler
     {
         public bool TryRead(int vcpu, uint msr, out ulong value)
         {
             value = 0;
-            if (msr == Msr.ApicBase) { value = m._apics[vcpu].ReadApicBaseMsr(); return true; }
-            if (msr == 0x6E0) { value = m._apics[vcpu].ReadTscDeadlineMsr(); return true; }
-            return false;
+            if (msr != Msr.ApicBase && msr != LocalApic.MsrTscDeadline) return false;
+            lock (m._lock)
+            {
+                var apic = m._apics[vcpu];
+                value = msr == Msr.ApicBase ? apic.ReadApicBaseMsr() : apic.ReadTscDeadlineMsr();
+            }
+            return true;
         }
 
         public bool TryWrite(int vcpu, uint msr, ulong value)
         {
-            if (msr == Msr.ApicBase) return m._apics[vcpu].WriteApicBaseMsr(value);
-            if (msr == 0x6E0) { m._apics[vcpu].WriteTscDeadlineMsr(value); return true; }
-            return false;
+            if (msr != Msr.ApicBase && msr != LocalApic.MsrTscDeadline) return false;
+            lock (m._lock)
+            {
+                var apic = m._apics[vcpu];
+                if (msr == Msr.ApicBase) return apic.WriteApicBaseMsr(value);
+                apic.WriteTscDeadlineMsr(value);
+                return true;
+            }
+        }
+    }
+
+    /// <summary>
+    /// The guest image as the loader left it in RAM at the first boot: the bytes of every range it
+    /// placed (kernel, bss, initrd, modules, boot information, page tables, GDT), in 64 KiB
+    /// chunks with all-zero chunks (the bss) kept as a length only. A reset writes these back, as
+    /// QEMU reloads its -kernel blobs, without parsing or decompressing the kernel again. The
+    /// loaders write nothing outside their placed ranges (each adds every write to it).
+    /// </summary>
+    private sealed class BootImage
+    {
+        private const int ChunkSize = 64 << 10;
+        private readonly List<(ulong Gpa, byte[]? Data, int Length)> _chunks = new();
+        private readonly byte[] _zeros = new byte[ChunkSize];
+
+        public static BootImage Capture(GuestMemory memory, BootResult boot)
+        {
+            var image = new BootImage();
+            foreach (var r in boot.Placed)
+            {
+                for (ulong off = 0; off < r.Size; off += ChunkSize)
+                {
+                    int n = (int)Math.Min(ChunkSize, r.Size - off);
+                    var data = new byte[n];
+                    memory.Read(r.Gpa + off, data);
+                    bool zero = data.AsSpan().IndexOfAnyExcept((byte)0) < 0;
+                    image._chunks.Add((r.Gpa + off, zero ? null : data, n));
+                }
+            }
+            return image;
+        }
+
+        public void Restore(GuestMemory memory)
+        {
+            foreach (var (gpa, data, length) in _chunks)
+                memory.Write(gpa, data ?? _zeros.AsSpan(0, length));
         }
     }
 }

@@ -23,6 +23,12 @@ public sealed class MachineConfig
     public Action<byte>? DebugConsoleOutput { get; set; }
     /// <summary>Host input for COM1 (the terminal); null for none.</summary>
     public Stream? Com1Input { get; set; }
+    /// <summary>
+    /// <see cref="Com1Input"/> is a person at a terminal, not a pipe or file. When the guest does
+    /// not read and the input queue is full, a terminal's further bytes are dropped (as a UART
+    /// overruns) so that Ctrl-A X is still seen; a pipe's reader instead waits for room, losing nothing.
+    /// </summary>
+    public bool Com1InputIsTerminal { get; set; }
     /// <summary>Print VMM messages (exits, unassigned accesses) to this sink.</summary>
     public Action<string>? Log { get; set; }
     /// <summary>

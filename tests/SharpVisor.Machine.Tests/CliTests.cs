@@ -30,6 +30,9 @@ public class CliTests
     [InlineData("bad memory size 'lots'", "run", "--kernel", "/nonexistent", "-m", "lots")]
     [InlineData("Unrecognized command or argument '--bogus'", "run", "--bogus")]
     [InlineData("no command given", new string[0])]
+    [InlineData("kernel file name is empty", "run", "--kernel", "")]
+    [InlineData("kernel /tmp is a directory, not a file", "run", "--kernel", "/tmp")]
+    [InlineData("memory size 9000 GiB is too large (the maximum is 1024 GiB)", "run", "--kernel", "/nonexistent", "-m", "9000G")]
     public void BadInputIsOneLineAndExitCode2(string expected, params string[] args)
     {
         var (code, _, err) = Cli(args);
@@ -37,6 +40,22 @@ public class CliTests
         Assert.Contains(expected, err);
         Assert.Single(err.TrimEnd('\n').Split('\n'));
         Assert.DoesNotContain("   at ", err);
+    }
+
+    /// <summary>A bad initrd or module name is reported as such (after the kernel was found), never as an internal error.</summary>
+    [Theory]
+    [InlineData("--module", "", "module file name is empty")]
+    [InlineData("--module", "/tmp args", "module /tmp is a directory, not a file")]
+    [InlineData("--module", "/nonexistent/mod args", "module file not found: /nonexistent/mod")]
+    [InlineData("--initrd", "", "initrd file name is empty")]
+    [InlineData("--initrd", "/tmp", "initrd /tmp is a directory, not a file")]
+    public void BadImageNameIsOneLineAndExitCode2(string option, string value, string expected)
+    {
+        var (code, _, err) = Cli("run", "--kernel", GuestTests.RepoFile("guests/test/modes.bin"), "-m", "64", option, value);
+        Assert.Equal(2, code);
+        Assert.Contains(expected, err);
+        Assert.Single(err.TrimEnd('\n').Split('\n'));
+        Assert.DoesNotContain("internal error", err);
     }
 
     [Fact]

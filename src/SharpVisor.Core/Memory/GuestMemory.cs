@@ -35,6 +35,20 @@ public sealed unsafe class GuestMemory : IDisposable
     /// <summary>Raised after a region is added (KVM registers it as a slot).</summary>
     public event Action<MemoryRegion>? RegionAdded;
 
+    /// <summary>
+    /// Raised after something other than a vCPU wrote guest memory: (gpa, length). A software
+    /// engine that caches decoded code listens here, because such writes bypass its own write
+    /// path. <see cref="Write(ulong, ReadOnlySpan{byte})"/> raises it itself; a device that writes
+    /// through <see cref="GetSpan"/> or a host pointer (DMA) calls <see cref="NotifyWritten"/>.
+    /// </summary>
+    public event Action<ulong, ulong>? Written;
+
+    /// <summary>Tells <see cref="Written"/> listeners that [gpa, gpa+length) changed behind the vCPUs' backs.</summary>
+    public void NotifyWritten(ulong gpa, ulong length)
+    {
+        if (length != 0) Written?.Invoke(gpa, length);
+    }
+
     /// <summary>Map a new zero-filled region at <paramref name="gpa"/>.</summary>
     public MemoryRegion AddRegion(ulong gpa, ulong size, string name, bool readOnly = false)
     {
@@ -93,6 +107,7 @@ public sealed unsafe class GuestMemory : IDisposable
 
     public void Write(ulong gpa, ReadOnlySpan<byte> data)
     {
+        ulong start = gpa, length = (ulong)data.Length;
         // Loader writes may cross region boundaries only where regions are adjacent.
         while (!data.IsEmpty)
         {
@@ -103,6 +118,7 @@ public sealed unsafe class GuestMemory : IDisposable
             data = data[n..];
             gpa += (ulong)n;
         }
+        NotifyWritten(start, length);
     }
 
     public void Read(ulong gpa, Span<byte> data)

@@ -7,7 +7,8 @@
 //   64-bit write at 4 sets both and starts it. Reads return the signature "QEMU CFG".
 // A DMA transfer reads a FWCfgDmaAccess {be32 control; be32 length; be64 address} from guest RAM:
 // control bit 3 SELECT (item in bits 31–16), bit 1 READ, bit 4 WRITE, bit 2 SKIP; on completion the
-// device writes control back as 0, or with bit 0 ERROR set.
+// device writes control back as 0, or with bit 0 ERROR set. Every byte DMA writes is reported
+// through GuestMemory.Written, so an engine caching decoded code sees it.
 // Items: signature 0x0000 "QEMU", ID 0x0001 (bit 0 traditional interface, bit 1 DMA), and whatever the
 // machine adds: the standard numbered items through the Set* helpers, named files through AddFile
 // (selectors from 0x0020 in the order added) listed in the file directory 0x0019
@@ -258,6 +259,8 @@ public sealed class FwCfg : IBusDevice
                     var dst = mem.GetSpan(address, (int)length);
                     if (n > 0) item.AsSpan(_offset, n).CopyTo(dst);
                     dst[n..].Clear();
+                    // Written through a span, not GuestMemory.Write: tell the engines (decoded code).
+                    mem.NotifyWritten(address, length);
                 }
             }
             if (result == 0) _offset += n;
