@@ -5,6 +5,7 @@ using SharpVisor.Boot.LinuxBoot;
 using SharpVisor.Core;
 using SharpVisor.Core.Memory;
 using SharpVisor.Core.Vcpu;
+using SharpVisor.Tests.Shared;
 using static SharpVisor.Boot.Tests.TestSupport;
 
 namespace SharpVisor.Boot.Tests;
@@ -379,20 +380,10 @@ public class LinuxBootTests
         AssertOneLine(e, "/nonexistent/vmlinuz");
     }
 
-    private static string? FindDebianKernel()
-    {
-        var dirs = new List<string>();
-        if (Environment.GetEnvironmentVariable("SHARPVISOR_GUESTS") is { Length: > 0 } g) dirs.Add(g);
-        dirs.Add(Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache", "sharpvisor", "guests"));
-        return dirs.Select(d => Path.Combine(d, "amd64", "vmlinuz")).FirstOrDefault(File.Exists);
-    }
-
     [Fact]
     public void Debian_kernel_header_is_understood()
     {
-        string? path = FindDebianKernel();
-        if (path is null) Assert.Skip("no fetched Debian kernel at $SHARPVISOR_GUESTS/amd64/vmlinuz or ~/.cache/sharpvisor/guests/amd64/vmlinuz");
-        var k = BzImage.Load(path);
+        var k = BzImage.Load(GuestImages.Kernel("amd64"));
         Assert.True(k.ProtocolVersion >= 0x020C, $"protocol {k.VersionText}");
         Assert.True(k.Supports64BitEntry);
         Assert.True(k.Relocatable);

@@ -1,5 +1,5 @@
-// Differential tests of the SSE floating-point instructions (SseFloat*.cs) against the host CPU
-// (DESIGN.md, "Ground truth is the silicon"). The HostCpu catalogue and CaseGenerator cover integer
+// Differential tests of the SSE floating-point instructions (SseFloat*.cs) against the host CPU, the
+// reference for unprivileged instruction semantics. The HostCpu catalogue and CaseGenerator cover integer
 // forms only, so this file builds its own forms (every legacy 64-bit-mode encoding of the SSE float
 // mnemonics the host can run, register and memory variants) and cases: XMM lanes drawn from the values
 // where IEEE implementations differ (±0, denormals, the smallest normals, the largest finites, ±∞, QNaN

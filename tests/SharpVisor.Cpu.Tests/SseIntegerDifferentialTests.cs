@@ -1,7 +1,7 @@
-// Differential tests of the MMX/SSE2–SSE4.2 integer instructions (SseInteger.cs) against the host CPU
-// (DESIGN.md, "Ground truth is the silicon"). Every legacy 64-bit-mode form of the integer mnemonics
-// below that the host can execute is generated here (the HostCpu CaseGenerator fills only general-
-// register forms), run natively by HostCpu and on the software engine by the shared EngineRunner, and
+// Differential tests of the MMX/SSE2–SSE4.2 integer instructions (SseInteger.cs) against the host CPU,
+// the reference for unprivileged instruction semantics. Every legacy 64-bit-mode form of the integer
+// mnemonics below that the host can execute is generated here (the HostCpu CaseGenerator fills only
+// general-register forms), run natively by HostCpu and on the software engine by the shared EngineRunner, and
 // compared in full: GPRs, RFLAGS, the memory window, XMM/MXCSR and the x87/MMX state (FCW, FSW with
 // TOP, tags, ST0–ST7 including the exponent MMX writes set to all ones).
 //

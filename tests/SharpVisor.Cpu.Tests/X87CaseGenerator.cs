@@ -1,101 +1,27 @@
 // Random single-instruction cases for every x87 form (Iced Code, ESC D8–DF and WAIT) in the HostCpu
-// NativeCase format: a random register stack (tags, TOP, values biased towards special encodings —
-// zeros, denormals, pseudo-denormals, unnormals, pseudo-NaN/∞, SNaN/QNaN, ∞, the exponent range's
-// ends and rounding boundaries), random FCW (RC, PC incl. the reserved 01, and with `unmasked` random
-// exception masks), random condition codes and sticky flags (never a pending exception), random
-// RFLAGS, and a typed memory operand at [R8 + disp] in the window.
+// NativeCase format: a random register stack (tags, TOP, and values from the shared OperandGenerator
+// in tests/Shared — special encodings, the exponent range's ends, rounding boundaries — aimed per
+// operation at its interesting range), random FCW (RC, PC incl. the reserved 01, and with `unmasked`
+// random exception masks), random condition codes and sticky flags (never a pending exception),
+// random RFLAGS, and a typed memory operand at [R8 + disp] in the window.
 using Iced.Intel;
 using SharpVisor.HostCpu;
 using RflagsBits = SharpVisor.HostCpu.RflagsBits;
 using SharpVisor.SoftFloat;
+using SharpVisor.Tests.Shared;
 
 namespace SharpVisor.Cpu.Tests;
 
-internal sealed class X87CaseGenerator(int seed)
+internal sealed class X87CaseGenerator
 {
-    private readonly Random _rng = new(seed);
+    private readonly Random _rng;
+    /// <summary>The register and memory values, drawn from the same stream as everything else here.</summary>
+    private readonly OperandGenerator _values;
 
-    private static readonly Float80[] Specials =
-    [
-        new(0x0000, 0), new(0x8000, 0),
-        new(0x7FFF, 0x8000_0000_0000_0000), new(0xFFFF, 0x8000_0000_0000_0000),
-        new(0xFFFF, 0xC000_0000_0000_0000), new(0x7FFF, 0xC000_0000_0000_0001), new(0x7FFF, 0x8000_0000_0000_0001),
-        new(0xFFFF, 0xA000_0000_0000_0000), new(0x7FFF, 0xFFFF_FFFF_FFFF_FFFF), new(0xFFFF, 0xC000_0000_0000_0000),
-        new(0x7FFE, 0xFFFF_FFFF_FFFF_FFFF), new(0xFFFE, 0xFFFF_FFFF_FFFF_FFFF),
-        new(0x0001, 0x8000_0000_0000_0000), new(0x8001, 0x8000_0000_0000_0000),
-        new(0x0000, 1), new(0x8000, 0x7FFF_FFFF_FFFF_FFFF), new(0x0000, 0x4000_0000_0000_0000),
-        new(0x0000, 0x8000_0000_0000_0000), new(0x8000, 0xFFFF_FFFF_FFFF_FFFF), // pseudo-denormals
-        new(0x3FFF, 0x8000_0000_0000_0000), new(0xBFFF, 0x8000_0000_0000_0000), new(0x4000, 0xC000_0000_0000_0000),
-        new(0x3FFF, 0x4000_0000_0000_0000), new(0x1234, 0), // unnormals
-        new(0x7FFF, 0), new(0x7FFF, 0x4000_0000_0000_0000), new(0xFFFF, 0x0000_0000_0000_0001), // pseudo-∞/NaN
-        new(0x3FFE, 0xFFFF_FFFF_FFFF_FFFF), new(0x3FFF, 0x8000_0000_0000_0001),
-        new(0x403E, 0x8000_0000_0000_0000), new(0xC03E, 0x8000_0000_0000_0000), new(0x401D, 0xFFFF_FFFF_0000_0000), // ±2^63, 2^31 region
-    ];
-
-    public int Next(int max) => _rng.Next(max);
-
-    private ulong NextU64() => (ulong)_rng.NextInt64() ^ ((ulong)_rng.Next(4) << 62);
-
-    private ulong Significand()
+    public X87CaseGenerator(int seed)
     {
-        ulong s = NextU64();
-        switch (_rng.Next(8))
-        {
-            case 0: s = 0; break;
-            case 1: s = ulong.MaxValue; break;
-            case 2:
-            {
-                // A run of equal bits below a rounding position of 24-, 53- or 64-bit precision.
-                int pos = Math.Clamp((_rng.Next(3) switch { 0 => 40, 1 => 11, _ => 0 }) + _rng.Next(3) - 1, 1, 63);
-                int run = _rng.Next(1, Math.Min(pos, 30) + 1);
-                ulong runMask = ((1UL << run) - 1) << (pos - run);
-                s = _rng.Next(2) == 0 ? s & ~runMask : s | runMask;
-                break;
-            }
-            case 3: s &= ~((1UL << _rng.Next(64)) - 1); break;
-            case 4: s &= 0xFFFF_FF00_0000_0000; break;
-            case 5: s &= 0xFFFF_FFFF_FFFF_F800; break;
-        }
-        return s | Float80.IntegerBit;
-    }
-
-    private int Exponent() => _rng.Next(8) switch
-    {
-        0 => _rng.Next(0x8000),
-        1 => _rng.Next(0, 70),
-        2 => 0x7FFF - _rng.Next(0, 70),
-        3 => 0x3FFF + _rng.Next(-200, 200),
-        4 => 0x3FFF - 16382 + _rng.Next(-2, 3),
-        _ => 0x3FFF + _rng.Next(-70, 70),
-    };
-
-    public Float80 Operand()
-    {
-        int pick = _rng.Next(100);
-        if (pick < 12) return Specials[_rng.Next(Specials.Length)];
-        int exp = Exponent();
-        ulong sig = Significand();
-        if (exp == 0 && _rng.Next(4) != 0) sig >>= _rng.Next(1, 64);
-        if (exp == 0x7FFF && _rng.Next(2) == 0) sig = Float80.IntegerBit;
-        if (pick < 14 && exp != 0) sig &= ~Float80.IntegerBit;
-        return new Float80(_rng.Next(2) == 0, exp, sig);
-    }
-
-    /// <summary>A value with an exponent in [low, high] (unbiased), sometimes any operand.</summary>
-    public Float80 Around(int low, int high)
-    {
-        if (_rng.Next(10) == 0) return Operand();
-        int exp = Math.Clamp(0x3FFF + _rng.Next(low, high + 1), 0, 0x7FFF);
-        return new Float80(_rng.Next(2) == 0, exp, Significand());
-    }
-
-    public Float80 Near(Float80 a, int spread)
-    {
-        if (_rng.Next(3) == 0 || a.Exponent == 0x7FFF) return Operand();
-        int exp = Math.Clamp(a.Exponent + _rng.Next(-spread, spread + 1), 0, 0x7FFE);
-        ulong sig = _rng.Next(4) == 0 ? a.Significand ^ (1UL << _rng.Next(64)) | Float80.IntegerBit : Significand();
-        if (exp == 0) sig >>= _rng.Next(0, 64);
-        return new Float80(_rng.Next(2) == 0, exp, sig);
+        _rng = new Random(seed);
+        _values = new OperandGenerator(_rng);
     }
 
     public ushort ControlWord(bool unmasked)
@@ -112,7 +38,7 @@ internal sealed class X87CaseGenerator(int seed)
     private ulong Float32Bits()
     {
         uint exp = _rng.Next(4) switch { 0 => 0, 1 => 0xFF, _ => (uint)_rng.Next(256) };
-        uint frac = (uint)NextU64() & 0x7FFFFF;
+        uint frac = (uint)_values.NextU64() & 0x7FFFFF;
         if (_rng.Next(4) == 0) frac >>= _rng.Next(23);
         return (uint)_rng.Next(2) << 31 | exp << 23 | frac;
     }
@@ -120,7 +46,7 @@ internal sealed class X87CaseGenerator(int seed)
     private ulong Float64Bits()
     {
         ulong exp = _rng.Next(4) switch { 0 => 0UL, 1 => 0x7FFUL, _ => (ulong)_rng.Next(2048) };
-        ulong frac = NextU64() & 0xF_FFFF_FFFF_FFFF;
+        ulong frac = _values.NextU64() & 0xF_FFFF_FFFF_FFFF;
         if (_rng.Next(4) == 0) frac >>= _rng.Next(52);
         return (ulong)_rng.Next(2) << 63 | exp << 52 | frac;
     }
@@ -133,7 +59,7 @@ internal sealed class X87CaseGenerator(int seed)
             1 => 1UL << (bits - 1),
             2 => (1UL << (bits - 1)) - 1,
             3 => ulong.MaxValue,
-            _ => NextU64() >> _rng.Next(64),
+            _ => _values.NextU64() >> _rng.Next(64),
         };
         return bits == 64 ? v : v & ((1UL << bits) - 1);
     }
@@ -173,30 +99,30 @@ internal sealed class X87CaseGenerator(int seed)
         if (withRegisters)
         {
             int regs = at + (size32 ? 28 : 14);
-            for (int k = 0; k < 8; k++) PutFloat80(w, regs + 10 * k, Operand());
+            for (int k = 0; k < 8; k++) PutFloat80(w, regs + 10 * k, _values.Operand());
         }
     }
 
     /// <summary>The register stack values for an operation, biased to where it is interesting.</summary>
     private void Operands(Mnemonic m, out Float80 st0, out Float80 st1)
     {
-        st0 = Operand();
-        st1 = Near(st0, 70);
+        st0 = _values.Operand();
+        st1 = _values.Near(st0, 70);
         switch (m)
         {
-            case Mnemonic.F2xm1: if (_rng.Next(4) != 0) st0 = Around(-80, -1); break;
-            case Mnemonic.Fyl2x: if (_rng.Next(4) != 0) { st0 = Around(-200, 200).Abs(); st1 = Around(-20, 20); } break;
-            case Mnemonic.Fyl2xp1: if (_rng.Next(4) != 0) { st0 = Around(-70, -3); st1 = Around(-20, 20); } break;
-            case Mnemonic.Fpatan: if (_rng.Next(3) != 0) { st0 = Around(-40, 40); st1 = Around(-40, 40); } break;
-            case Mnemonic.Fsin or Mnemonic.Fcos or Mnemonic.Fsincos or Mnemonic.Fptan: if (_rng.Next(5) != 0) st0 = Around(-70, 1); break;
-            case Mnemonic.Fscale: if (_rng.Next(2) == 0) st1 = Around(-2, 16); break;
-            case Mnemonic.Fprem or Mnemonic.Fprem1: st1 = Near(st0, 80); break;
+            case Mnemonic.F2xm1: if (_rng.Next(4) != 0) st0 = _values.Around(-80, -1); break;
+            case Mnemonic.Fyl2x: if (_rng.Next(4) != 0) { st0 = _values.Around(-200, 200).Abs(); st1 = _values.Around(-20, 20); } break;
+            case Mnemonic.Fyl2xp1: if (_rng.Next(4) != 0) { st0 = _values.Around(-70, -3); st1 = _values.Around(-20, 20); } break;
+            case Mnemonic.Fpatan: if (_rng.Next(3) != 0) { st0 = _values.Around(-40, 40); st1 = _values.Around(-40, 40); } break;
+            case Mnemonic.Fsin or Mnemonic.Fcos or Mnemonic.Fsincos or Mnemonic.Fptan: if (_rng.Next(5) != 0) st0 = _values.Around(-70, 1); break;
+            case Mnemonic.Fscale: if (_rng.Next(2) == 0) st1 = _values.Around(-2, 16); break;
+            case Mnemonic.Fprem or Mnemonic.Fprem1: st1 = _values.Near(st0, 80); break;
             case Mnemonic.Fist or Mnemonic.Fistp or Mnemonic.Fisttp or Mnemonic.Fbstp or Mnemonic.Frndint:
-                if (_rng.Next(4) != 0) st0 = Around(-3, 66);
+                if (_rng.Next(4) != 0) st0 = _values.Around(-3, 66);
                 break;
             case Mnemonic.Fst or Mnemonic.Fstp:
-                if (_rng.Next(3) == 0) st0 = Around(-160, 130);
-                else if (_rng.Next(3) == 0) st0 = Around(-1090, 1030);
+                if (_rng.Next(3) == 0) st0 = _values.Around(-160, 130);
+                else if (_rng.Next(3) == 0) st0 = _values.Around(-1090, 1030);
                 break;
         }
     }
@@ -207,9 +133,9 @@ internal sealed class X87CaseGenerator(int seed)
         var op = code.ToOpCode();
         var m = op.Mnemonic;
         var s = NativeState.Initial();
-        for (int g = 0; g < 16; g++) s.Gpr[g] = NextU64();
+        for (int g = 0; g < 16; g++) s.Gpr[g] = _values.NextU64();
         s.Rsp = NativeLayout.DefaultRsp;
-        s.Rflags = RflagsBits.Reserved1 | (NextU64() & RflagsBits.Status) | (_rng.Next(8) == 0 ? RflagsBits.DF : 0);
+        s.Rflags = RflagsBits.Reserved1 | (_values.NextU64() & RflagsBits.Status) | (_rng.Next(8) == 0 ? RflagsBits.DF : 0);
 
         // Register stack: TOP, tags (sometimes all empty or all full), values.
         int top = _rng.Next(8);
@@ -220,7 +146,7 @@ internal sealed class X87CaseGenerator(int seed)
         {
             bool valid = tagMode switch { 0 => false, 1 => true, _ => _rng.Next(10) < (k < 2 ? 8 : 6) };
             if (valid) tags |= (byte)(1 << ((top + k) & 7));
-            var v = k == 0 ? st0 : k == 1 ? st1 : Operand();
+            var v = k == 0 ? st0 : k == 1 ? st1 : _values.Operand();
             s.SetSt(k, (UInt128)v.SignExponent << 64 | v.Significand);
         }
         s.Ftw = tags;
@@ -235,8 +161,8 @@ internal sealed class X87CaseGenerator(int seed)
         s.Fsw = (ushort)sw;
         Span<byte> fx = s.Fx;
         BitConverter.TryWriteBytes(fx[FxSaveArea.FopOffset..], (ushort)_rng.Next(0x800));
-        BitConverter.TryWriteBytes(fx[FxSaveArea.FipOffset..], NextU64() >> 16);
-        BitConverter.TryWriteBytes(fx[FxSaveArea.FdpOffset..], NextU64() >> 16);
+        BitConverter.TryWriteBytes(fx[FxSaveArea.FipOffset..], _values.NextU64() >> 16);
+        BitConverter.TryWriteBytes(fx[FxSaveArea.FdpOffset..], _values.NextU64() >> 16);
 
         var window = new byte[NativeLayout.WindowSize];
         _rng.NextBytes(window);
@@ -301,7 +227,7 @@ internal sealed class X87CaseGenerator(int seed)
         {
             case MemorySize.Float32: Put(w, at, Float32Bits(), 4); break;
             case MemorySize.Float64: Put(w, at, Float64Bits(), 8); break;
-            case MemorySize.Float80: PutFloat80(w, at, Operand()); break;
+            case MemorySize.Float80: PutFloat80(w, at, _values.Operand()); break;
             case MemorySize.Int16: Put(w, at, IntegerBits(16), 2); break;
             case MemorySize.Int32: Put(w, at, IntegerBits(32), 4); break;
             case MemorySize.Int64: Put(w, at, IntegerBits(64), 8); break;

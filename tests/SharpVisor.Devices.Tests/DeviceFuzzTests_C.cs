@@ -128,25 +128,81 @@ public sealed class InterruptControllerFuzzTests
             ioapic.SetIrq(pin, true);
         }
         // Every asserted line is taken and completed; with all lines still high each EOI brings
-        // exactly its own vector back, never more than 24 pending.
+        // exactly its own vector back (the EOI clears remote IRR and the still-high level line is
+        // delivered again; IOAPIC datasheet, redirection entry bit 14), never more than 24 pending.
+        var all = new uint[8];
+        for (int pin = 0; pin < IoApic.PinCount; pin++) all[(0x30 + pin) >> 5] |= 1u << ((0x30 + pin) & 31);
+        Assert.Equal(all, Irr(apic));
         int taken = 0;
         for (int i = 0; i < 1000 && apic.HasInterrupt; i++)
         {
+            uint[] pending = Irr(apic);
             byte v = apic.Acknowledge();
             Assert.InRange(v, (byte)0x30, (byte)(0x30 + IoApic.PinCount - 1));
+            uint[] inService = (uint[])pending.Clone();
+            inService[v >> 5] &= ~(1u << (v & 31));
+            Assert.Equal(inService, Irr(apic)); // taken into service, nothing else arrived
+            Assert.Equal(Only(v), Isr(apic));
             apic.Write(LocalApic.RegEoi, 4, 0);
+            Assert.Equal(new uint[8], Isr(apic)); // the EOI retired v
+            Assert.Equal(pending, Irr(apic)); // v is back, and only v
             taken++;
         }
         Assert.Equal(1000, taken);
+
+        // Nested: a higher-class edge MSI (0x60) arrives while level vector v is in service. An EOI
+        // retires the highest in-service vector (SDM 11.8.5), so the first EOI clears 0x60 only: v
+        // stays in service, and since 0x60 is edge-triggered (TMR clear) no EOI reaches the I/O APIC,
+        // whose remote IRR keeps v from being delivered again. The second EOI retires v, and its
+        // still-high line brings v back.
+        const byte Msi = 0x60;
+        uint[] before = Irr(apic);
+        byte first = apic.Acknowledge();
+        uint[] withoutFirst = (uint[])before.Clone();
+        withoutFirst[first >> 5] &= ~(1u << (first & 31));
+        bus.DeliverMsi(0xFEE0_0000UL, Msi);
+        Assert.Equal(Msi, apic.Acknowledge());
+        Assert.Equal(Or(Only(first), Only(Msi)), Isr(apic));
+        apic.Write(LocalApic.RegEoi, 4, 0);
+        Assert.Equal(Only(first), Isr(apic));
+        Assert.Equal(withoutFirst, Irr(apic));
+        Assert.False(apic.HasInterrupt); // v's class blocks every other pending vector (PPR)
+        apic.Write(LocalApic.RegEoi, 4, 0);
+        Assert.Equal(new uint[8], Isr(apic));
+        Assert.Equal(before, Irr(apic));
+        // Lowering the lines withdraws nothing already accepted: each of the 24 vectors is taken once
+        // more, highest first, and none returns after its EOI.
         for (int pin = 0; pin < IoApic.PinCount; pin++) ioapic.SetIrq(pin, false);
-        int drained = 0;
-        while (apic.HasInterrupt && drained < 100)
+        var drained = new List<int>();
+        while (apic.HasInterrupt && drained.Count < 100)
         {
-            apic.Acknowledge();
+            drained.Add(apic.Acknowledge());
             apic.Write(LocalApic.RegEoi, 4, 0);
-            drained++;
         }
-        Assert.InRange(drained, 0, IoApic.PinCount);
+        Assert.Equal(Enumerable.Range(0x30, IoApic.PinCount).Reverse(), drained);
         Assert.False(apic.HasInterrupt);
     }
+
+    /// <summary>The local APIC's IRR as the guest reads it: eight 32-bit registers, 16 bytes apart.</summary>
+    private static uint[] Irr(LocalApic apic) => Bits(apic, LocalApic.RegIrr);
+
+    /// <summary>The local APIC's ISR, laid out like the IRR.</summary>
+    private static uint[] Isr(LocalApic apic) => Bits(apic, LocalApic.RegIsr);
+
+    private static uint[] Bits(LocalApic apic, int register)
+    {
+        var bits = new uint[8];
+        for (int k = 0; k < 8; k++) bits[k] = (uint)apic.Read((ulong)(register + 0x10 * k), 4);
+        return bits;
+    }
+
+    /// <summary>A 256-bit vector set holding only <paramref name="vector"/>.</summary>
+    private static uint[] Only(int vector)
+    {
+        var bits = new uint[8];
+        bits[vector >> 5] = 1u << (vector & 31);
+        return bits;
+    }
+
+    private static uint[] Or(uint[] a, uint[] b) => a.Zip(b, (x, y) => x | y).ToArray();
 }

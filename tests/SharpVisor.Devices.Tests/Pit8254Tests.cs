@@ -499,9 +499,11 @@ public sealed class Pit8254Tests
             Assert.True(++polls < 20_000);
         }
         long elapsed = _clock.NowNs - start;
-        // OUT2 rises latch + 1 clocks after the count was written (± one poll step).
-        long expected = Pit8254.NsAtTick(12345 + latch + 1) - start;
-        Assert.InRange(elapsed, expected, expected + 1000);
+        // OUT2 rises latch + 1 clocks of the 1.193182 MHz input after the count was written (mode 0:
+        // one clock to load N, then N counts), seen at the next 1 µs poll; ±1 ns for both ends
+        // falling on whole nanoseconds.
+        double expected = (latch + 1) * 1e9 / 1_193_182;
+        Assert.InRange((double)elapsed, expected - 1, expected + 1000 + 1);
         Assert.InRange(elapsed, 9_990_000, 10_010_000);
         Assert.Equal(0x01, In61() & 0x03);
     }

@@ -4,6 +4,7 @@ using System.Text.RegularExpressions;
 using SharpVisor.Devices.Serial;
 using SharpVisor.Kvm;
 using SharpVisor.Machine;
+using SharpVisor.Tests.Shared;
 using Xunit;
 
 namespace SharpVisor.Machine.Tests;
@@ -15,22 +16,8 @@ namespace SharpVisor.Machine.Tests;
 /// </summary>
 public class LinuxBootTests(ITestOutputHelper output)
 {
-    private static readonly string GuestCache = Path.Combine(
-        Environment.GetEnvironmentVariable("SHARPVISOR_GUESTS") ?? Path.Combine(
-            Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache", "sharpvisor", "guests"));
-
-    /// <summary>The images, or a skip (outside CI) when guests/fetch has not been run; in CI their absence is a failure.</summary>
-    private static (string Kernel, string Initrd) Images(string arch)
-    {
-        string kernel = Path.Combine(GuestCache, arch, "vmlinuz"), initrd = Path.Combine(GuestCache, arch, "initrd.cpio.gz");
-        if (!File.Exists(kernel) || !File.Exists(initrd))
-        {
-            string why = $"Linux guest images missing in {Path.Combine(GuestCache, arch)}: run guests/fetch";
-            if (Environment.GetEnvironmentVariable("CI") == "true") Assert.Fail(why);
-            Assert.Skip(why);
-        }
-        return (kernel, initrd);
-    }
+    /// <summary>The images (tests/Shared/GuestImages.cs: a skip when guests/fetch has not been run, a failure in CI).</summary>
+    private static (string Kernel, string Initrd) Images(string arch) => GuestImages.KernelAndInitrd(arch);
 
     private sealed class Capture : ISerialBackend
     {
@@ -125,7 +112,8 @@ public class LinuxBootTests(ITestOutputHelper output)
     /// <summary>
     /// Whether /dev/kvm is backed by VT-x/AMD-V. The CI and development machines here expose a
     /// software-assisted nested KVM (kvm_pvm) that emulates guest code far too slowly to boot Linux
-    /// and fails on several instructions Linux needs (see DEVELOPERS.md).
+    /// and fails on several instructions Linux needs; only hardware VT-x/AMD-V (vmx/svm) without
+    /// the kvm_pvm module counts.
     /// </summary>
     internal static bool HardwareVirtualization(out string reason)
     {

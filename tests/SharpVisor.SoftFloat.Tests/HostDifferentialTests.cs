@@ -1,10 +1,11 @@
-// Differential tests against the host's x87 (DESIGN.md: "ground truth is the silicon"): every
+// Differential tests against the host's x87 (the host CPU is the reference for X87Math): every
 // operation is run natively and in X87Math on the same operands and FCW (all exceptions masked,
 // every RC × PC combination) and the results, stored memory and FSW flags/condition codes must
 // match bit for bit. SHARPVISOR_FPU_CASES sets the total case count (default 150,000).
 using System.Text;
 using Xunit;
 using SharpVisor.SoftFloat;
+using SharpVisor.Tests.Shared;
 
 namespace SharpVisor.SoftFloat.Tests;
 

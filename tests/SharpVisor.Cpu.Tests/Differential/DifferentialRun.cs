@@ -1,6 +1,7 @@
 // The differential run: generated cases of every catalogued integer form (SharpVisor.HostCpu
 // InstructionForms/CaseGenerator), each executed on the host CPU and on the software engine, compared
-// by NativeComparer with the SDM's undefined results masked (DESIGN.md: "Ground truth is the silicon").
+// by NativeComparer with the SDM's undefined results masked: for unprivileged instructions the host
+// CPU is the reference, so any other difference is an engine bug.
 //
 // Work is split into items (one per form, or chunks of a custom case source) across threads, one
 // HostCpu and one EngineRunner per thread. Each item has its own generator seeded from (seed, item
