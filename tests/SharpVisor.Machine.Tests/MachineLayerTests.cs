@@ -33,7 +33,7 @@ public class MachineLayerTests
     };
 
     /// <summary>An endless input stream ("yes | sharpvisor …") that counts what was taken from it.</summary>
-    private sealed class EndlessInput : Stream
+    private sealed class EndlessInput : InputStream
     {
         private long _read;
         public long BytesRead => Interlocked.Read(ref _read);
@@ -43,15 +43,6 @@ public class MachineLayerTests
             Interlocked.Add(ref _read, count);
             return count;
         }
-        public override bool CanRead => true;
-        public override bool CanSeek => false;
-        public override bool CanWrite => false;
-        public override long Length => throw new NotSupportedException();
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-        public override void Flush() { }
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
-        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
     }
 
     [Fact]
@@ -76,7 +67,7 @@ public class MachineLayerTests
     }
 
     /// <summary>A terminal pasting far more than the guest reads, then Ctrl-A X.</summary>
-    private sealed class PasteThenQuit(int pasted) : Stream
+    private sealed class PasteThenQuit(int pasted) : InputStream
     {
         private int _left = pasted;
         private bool _quitSent;
@@ -95,15 +86,6 @@ public class MachineLayerTests
             buffer[offset + 1] = (byte)'x';
             return 2;
         }
-        public override bool CanRead => true;
-        public override bool CanSeek => false;
-        public override bool CanWrite => false;
-        public override long Length => throw new NotSupportedException();
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-        public override void Flush() { }
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
-        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
     }
 
     /// <summary>
@@ -129,7 +111,7 @@ public class MachineLayerTests
     }
 
     /// <summary>A stream whose Read blocks until released, as a terminal with nobody typing.</summary>
-    private sealed class HeldInput : Stream
+    private sealed class HeldInput : InputStream
     {
         public readonly ManualResetEventSlim Release = new(false);
         public override int Read(byte[] buffer, int offset, int count)
@@ -138,15 +120,6 @@ public class MachineLayerTests
             buffer[offset] = (byte)'a';
             return 1;
         }
-        public override bool CanRead => true;
-        public override bool CanSeek => false;
-        public override bool CanWrite => false;
-        public override long Length => throw new NotSupportedException();
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-        public override void Flush() { }
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
-        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
     }
 
     /// <summary>
@@ -254,7 +227,7 @@ public class MachineLayerTests
 public class BufferedSerialOutputTests
 {
     /// <summary>Records what reaches it; Write blocks while <see cref="Stall"/> is reset.</summary>
-    private sealed class SlowStream : Stream
+    private sealed class SlowStream : OutputStream
     {
         public readonly ManualResetEventSlim Stall = new(true);
         private readonly MemoryStream _data = new();
@@ -264,15 +237,6 @@ public class BufferedSerialOutputTests
             Stall.Wait();
             lock (_data) _data.Write(buffer, offset, count);
         }
-        public override bool CanRead => false;
-        public override bool CanSeek => false;
-        public override bool CanWrite => true;
-        public override long Length => throw new NotSupportedException();
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-        public override void Flush() { }
-        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
     }
 
     [Fact]
@@ -343,4 +307,32 @@ public class GuardedExitCodeTests
         Assert.Equal(code, result);
         Assert.Equal(line, err.ToString());
     }
+}
+
+/// <summary>A read-only, unseekable stream: the host side of the terminal as the machine sees it.</summary>
+internal abstract class InputStream : Stream
+{
+    public override bool CanRead => true;
+    public override bool CanSeek => false;
+    public override bool CanWrite => false;
+    public override long Length => throw new NotSupportedException();
+    public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+    public override void Flush() { }
+    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+    public override void SetLength(long value) => throw new NotSupportedException();
+    public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+}
+
+/// <summary>A write-only, unseekable stream: stdout as the console writer sees it.</summary>
+internal abstract class OutputStream : Stream
+{
+    public override bool CanRead => false;
+    public override bool CanSeek => false;
+    public override bool CanWrite => true;
+    public override long Length => throw new NotSupportedException();
+    public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+    public override void Flush() { }
+    public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+    public override void SetLength(long value) => throw new NotSupportedException();
 }
