@@ -70,13 +70,14 @@ public static class Program
         public readonly Option<bool> Stats = new("--stats") { Description = "print VMM telemetry when the VM ends" };
         public readonly Option<bool> NoGraphic = new("-nographic") { Description = "accepted for QEMU compatibility (there is no display)" };
         public readonly Option<bool> NoReboot = new("-no-reboot", "--no-reboot") { Description = "a guest reset (or triple fault) ends the VM instead of rebooting it" };
+        public readonly Option<string?> Icount = new("--icount", "-icount") { Description = "deterministic run: guest time advances 2^N ns per instruction (N or shift=N, 0-10; software engine, one vCPU; the RTC starts at 2000-01-01)" };
         public readonly Option<string?> Serial = new("-serial") { Description = "accepted: stdio (COM1 is the terminal)" };
         public readonly Option<string?> Display = new("-display") { Description = "accepted: none" };
         public readonly Option<string[]> Device = new("-device") { Description = "accepted: isa-debug-exit,iobase=0xf4,iosize=4 (present by default)" };
 
         public void AddTo(Command c)
         {
-            foreach (var o in new Option[] { Kernel, Initrd, Append, Module, Memory, Cpus, Engine, Accel, Stats, NoGraphic, NoReboot, Serial, Display, Device })
+            foreach (var o in new Option[] { Kernel, Initrd, Append, Module, Memory, Cpus, Engine, Accel, Stats, NoGraphic, NoReboot, Icount, Serial, Display, Device })
                 c.Options.Add(o);
         }
     }
@@ -115,6 +116,21 @@ public static class Program
         };
     }
 
+    /// <summary>
+    /// -icount as QEMU spells it: "N" or "shift=N", guest time 2^N ns per instruction (0 when
+    /// absent: host time). QEMU's shift=auto adapts to host speed, which is what this option is
+    /// there to avoid, so it is refused.
+    /// </summary>
+    internal static long ParseIcount(string? text)
+    {
+        if (text == null) return 0;
+        string t = text.Trim();
+        if (t.StartsWith("shift=", StringComparison.Ordinal)) t = t["shift=".Length..];
+        if (!int.TryParse(t, System.Globalization.NumberStyles.None, null, out int shift) || shift > 10)
+            throw new ConfigurationException($"bad -icount '{text}' (use shift=N with N from 0 to 10: 2^N ns per instruction)");
+        return 1L << shift;
+    }
+
     internal static ulong ParseMemory(string text)
     {
         string t = text.Trim().ToUpperInvariant();
@@ -146,6 +162,7 @@ public static class Program
             InitrdPath = p.GetValue(o.Initrd),
             CommandLine = p.GetValue(o.Append) ?? "",
             NoReboot = p.GetValue(o.NoReboot),
+            NsPerInstruction = ParseIcount(p.GetValue(o.Icount)),
         };
         config.Modules.AddRange(p.GetValue(o.Module) ?? []);
         return Boot(config, p.GetValue(o.Stats), interactive: true);

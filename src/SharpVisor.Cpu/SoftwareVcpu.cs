@@ -79,6 +79,12 @@ public sealed unsafe partial class SoftwareVcpu : IVcpu
 
     /// <summary>Instructions executed (telemetry and the instruction-count clock).</summary>
     public long InstructionsRetired { get; internal set; }
+    /// <summary>
+    /// Run returns <see cref="ExitReason.Interrupted"/> at the first block boundary where
+    /// <see cref="InstructionsRetired"/> has reached this (the instruction-count clock sets it to
+    /// the next timer deadline); long.MaxValue: no limit.
+    /// </summary>
+    public long StopAtInstruction { get; set; } = long.MaxValue;
     private readonly Dictionary<string, long> _stats = new();
     internal readonly long[] _exceptionCounts = new long[256];
     internal long _ringTransitions;
@@ -270,6 +276,9 @@ public sealed unsafe partial class SoftwareVcpu : IVcpu
                 var r = FinishStatus(status);
                 if (r != ExitReason.None) return r;
             }
+            // The instruction-count clock's next timer deadline: leave at the first block boundary
+            // past it, the same instruction in every run of the same guest.
+            if (InstructionsRetired >= StopAtInstruction) return SetExit(ExitReason.Interrupted, null);
         }
     }
 

@@ -56,7 +56,9 @@ public sealed class Machine : IDisposable
 
     private readonly MachineConfig _config;
     private readonly object _lock = new();
-    private readonly IClock _clock = new HostClock();
+    private readonly IClock _clock;
+    /// <summary>The clock when it counts instructions (MachineConfig.NsPerInstruction), else null.</summary>
+    private readonly InstructionClock? _icount;
     /// <summary>One wake-up per vCPU: a halted or not-yet-started vCPU sleeps on its own event.</summary>
     private readonly ManualResetEventSlim[] _wake;
     private readonly long[] _exitCounts = new long[Enum.GetValues<ExitReason>().Length];
@@ -121,6 +123,18 @@ public sealed class Machine : IDisposable
         if (config.Cpus < 1 || config.Cpus > 64) throw new ConfigurationException($"--cpus {config.Cpus}: must be between 1 and 64");
         if (config.MemoryBytes > MaxMemoryBytes)
             throw new ConfigurationException($"memory size {DescribeSize(config.MemoryBytes)} is too large (the maximum is {DescribeSize(MaxMemoryBytes)})");
+        if (config.NsPerInstruction < 0) throw new ConfigurationException($"instruction clock step {config.NsPerInstruction} ns: must be positive");
+        if (config.NsPerInstruction > 0)
+        {
+            // Deterministic time needs one instruction stream to count and an engine that counts.
+            if (config.Engine != EngineKind.Software) throw new ConfigurationException("the instruction-count clock needs the software engine");
+            if (config.Cpus != 1) throw new ConfigurationException("the instruction-count clock needs one vCPU (--cpus 1): several vCPU threads interleave differently in every run");
+            _clock = _icount = new InstructionClock(config.NsPerInstruction);
+        }
+        else
+        {
+            _clock = new HostClock();
+        }
         _wake = new ManualResetEventSlim[config.Cpus];
         _startEpoch = new int[config.Cpus];
         _priorVcpuStats = new Dictionary<string, long>[config.Cpus];
@@ -247,6 +261,7 @@ public sealed class Machine : IDisposable
             // reaches a value on the machine clock. (KVM's CPUID does not offer TSC-deadline.)
             if (vcpus[c] is SoftwareVcpu sv) _apics[c].TscToNs = sv.TscToNs;
         }
+        if (_icount != null) _icount.Follow((SoftwareVcpu)vcpus[0]);
         _vcpus = vcpus;
         _started[0] = true;
 
@@ -358,10 +373,13 @@ public sealed class Machine : IDisposable
             threads[c] = new Thread(() => VcpuThread(cpu)) { IsBackground = true, Name = $"vcpu{c}" };
             threads[c].Start();
         }
-        var ticker = new Thread(TimerThread) { IsBackground = true, Name = "timers" };
-        ticker.Start();
+        // The ticker kicks vCPUs at host-time deadlines; with the instruction clock the vCPU itself
+        // stops at the deadline's instruction (StopAtInstruction), and a kick would only add exits
+        // at instructions that differ from run to run.
+        Thread? ticker = _icount == null ? new Thread(TimerThread) { IsBackground = true, Name = "timers" } : null;
+        ticker?.Start();
         foreach (var t in threads) t.Join();
-        ticker.Join();
+        ticker?.Join();
     }
 
     /// <summary>
@@ -519,6 +537,8 @@ public sealed class Machine : IDisposable
                 }
             }
             if (cpu == 0 && _firstInstructionMs == null) _firstInstructionMs = HostUsage.MsSinceProcessStart() ?? double.NaN;
+            if (_icount != null)
+                lock (_lock) ((SoftwareVcpu)vcpu).StopAtInstruction = _icount.InstructionAt(NextDeadlineLocked());
             var reason = vcpu.Run();
             lock (_lock)
             {
@@ -632,6 +652,12 @@ public sealed class Machine : IDisposable
                 _wake[cpu].Wait(20);
                 _wake[cpu].Reset();
                 return;
+            }
+            if (_icount != null && next != long.MaxValue)
+            {
+                // Nothing runs until the next deadline: go there at once (QEMU's icount does the same).
+                lock (_lock) _icount.SkipTo(next);
+                continue;
             }
             long wait = next == long.MaxValue ? long.MaxValue : next - _clock.NowNs;
             int ms = wait <= 0 ? 0 : (int)Math.Clamp(wait / 1_000_000, 1, 20);

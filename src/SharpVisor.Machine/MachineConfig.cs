@@ -36,6 +36,11 @@ public sealed class MachineConfig
     /// the VM instead of rebooting it. Off by default, as in QEMU: the machine reboots.
     /// </summary>
     public bool NoReboot { get; set; }
+    /// <summary>
+    /// 0: the machine clock is host time. N > 0: guest time advances N ns per instruction of
+    /// vCPU 0 (QEMU's -icount), a deterministic run; the software engine with one vCPU only.
+    /// </summary>
+    public long NsPerInstruction { get; set; }
     /// <summary>One-line notices the user should see while the VM runs (each guest reset and its reason).</summary>
     public Action<string>? Notice { get; set; }
 }
