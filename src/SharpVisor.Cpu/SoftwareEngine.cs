@@ -25,6 +25,12 @@ public sealed class SoftwareEngine(GuestMemory memory, CpuModel? model = null) :
     /// </summary>
     public SharpVisor.Core.Time.IClock? Clock { get; set; }
 
+    /// <summary>
+    /// Null: RDRAND and RDSEED return the host's cryptographic random numbers. A value: they
+    /// return a reproducible stream from this seed (not secret!), for deterministic runs.
+    /// </summary>
+    public int? RandomSeed { get; set; }
+
     /// <summary>Held by a vCPU for the duration of a locked instruction (LOCK prefix, XCHG with memory).</summary>
     internal object AtomicLock { get; } = new();
 

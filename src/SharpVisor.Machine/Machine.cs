@@ -248,7 +248,8 @@ public sealed class Machine : IDisposable
         _engine = config.Engine switch
         {
             EngineKind.Kvm => CreateKvm(),
-            _ => new SoftwareEngine(Memory) { CpuCount = config.Cpus, PlatformMsrs = new PlatformMsrs(this), Clock = _clock },
+            // A deterministic run also gives RDRAND a reproducible stream (Linux draws from it at boot).
+            _ => new SoftwareEngine(Memory) { CpuCount = config.Cpus, PlatformMsrs = new PlatformMsrs(this), Clock = _clock, RandomSeed = _icount != null ? 0x5EED : null },
         };
         var vcpus = new IVcpu[config.Cpus];
         _started = new bool[config.Cpus];
@@ -517,6 +518,7 @@ public sealed class Machine : IDisposable
         var vcpu = _vcpus[cpu];
         var exit = vcpu.Exit;
         int halts = 0; // consecutive HLT exits: the guest halted again without taking the interrupt
+        long retiredAtHalt = -2;
         bool started = false;
         int epoch = 0;
         while (Running)
@@ -538,7 +540,7 @@ public sealed class Machine : IDisposable
             }
             if (cpu == 0 && _firstInstructionMs == null) _firstInstructionMs = HostUsage.MsSinceProcessStart() ?? double.NaN;
             if (_icount != null)
-                lock (_lock) ((SoftwareVcpu)vcpu).StopAtInstruction = _icount.InstructionAt(NextDeadlineLocked());
+                lock (_lock) SetInstructionStop(cpu);
             var reason = vcpu.Run();
             lock (_lock)
             {
@@ -574,7 +576,14 @@ public sealed class Machine : IDisposable
                 ServiceTimers();
                 PumpInput();
             }
-            halts = reason == ExitReason.Halt ? halts + 1 : 0;
+            // A halt after guest instructions ran is a new wait, even if no exit came between (a
+            // handler that acknowledged its interrupt through MSRs); only a halt with nothing run
+            // since the last one means the interrupt that woke the vCPU was not taken. KVM does
+            // not count instructions: there any exit in between counts as progress.
+            long retired = (vcpu as SoftwareVcpu)?.InstructionsRetired ?? -1;
+            bool progressed = retired != retiredAtHalt;
+            if (reason == ExitReason.Halt) retiredAtHalt = retired;
+            halts = reason != ExitReason.Halt ? 0 : progressed && retired >= 0 ? 1 : halts + 1;
             if (reason == ExitReason.Halt) WaitWhileHalted(cpu, interruptEndsWait: halts == 1, epoch);
         }
     }
@@ -614,6 +623,10 @@ public sealed class Machine : IDisposable
         for (int i = 0; i < timed.Length; i++)
             if (deadlines[i] <= now) timed[i].OnTime(now);
     }
+
+    /// <summary>With the instruction clock: the vCPU leaves Run where the next deadline is due. Under _lock.</summary>
+    private void SetInstructionStop(int cpu) =>
+        ((SoftwareVcpu)_vcpus[cpu]).StopAtInstruction = _icount!.InstructionAt(NextDeadlineLocked());
 
     /// <summary>The earliest device deadline. Under _lock.</summary>
     private long NextDeadlineLocked()
@@ -924,6 +937,8 @@ public sealed class Machine : IDisposable
                 var apic = m._apics[vcpu];
                 if (msr == Msr.ApicBase) return apic.WriteApicBaseMsr(value);
                 apic.WriteTscDeadlineMsr(value);
+                // WRMSR does not leave the vCPU: move its instruction-clock stop to the new deadline.
+                if (m._icount != null) m.SetInstructionStop(vcpu);
                 return true;
             }
         }

@@ -371,11 +371,26 @@ public sealed unsafe partial class SoftwareVcpu
         return Status.Ok;
     }
 
+    /// <summary>RDRAND's reproducible stream in a deterministic run (SoftwareEngine.RandomSeed), else null.</summary>
+    private Random? _seededRandom;
+
     private Status Rdrand(ref Instruction i)
     {
         int size = RegSize(i.Op0Register);
-        // NextInt64 gives 63 random bits; a second draw supplies bit 63.
-        ulong v = ((ulong)Random.Shared.NextInt64() << 1) | (uint)Random.Shared.Next(2);
+        // Guests seed their own cryptography from RDRAND/RDSEED: the host's CSPRNG, unless the
+        // run is meant to be reproducible.
+        ulong v;
+        if (_engine.RandomSeed is int seed)
+        {
+            _seededRandom ??= new Random(seed ^ (Index * 0x3C6EF372));
+            v = ((ulong)_seededRandom.NextInt64() << 1) | (uint)_seededRandom.Next(2); // 63 bits, then bit 0
+        }
+        else
+        {
+            Span<byte> b = stackalloc byte[8];
+            System.Security.Cryptography.RandomNumberGenerator.Fill(b);
+            v = BitConverter.ToUInt64(b);
+        }
         SetReg(i.Op0Register, v & SizeMask(size));
         MaterializeFlags();
         _flags = (_flags & ~Rflags.Arith) | Rflags.CF;
