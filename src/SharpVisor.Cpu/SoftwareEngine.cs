@@ -4,14 +4,32 @@ using SharpVisor.Core.Vcpu;
 namespace SharpVisor.Cpu;
 
 /// <summary>The software engine: vCPUs interpreted in C# over one guest memory.</summary>
-public sealed class SoftwareEngine(GuestMemory memory, CpuModel? model = null) : IEngine
+public sealed class SoftwareEngine : IEngine
 {
+    public SoftwareEngine(GuestMemory memory, CpuModel? model = null)
+    {
+        Memory = memory;
+        Model = model ?? CpuModel.Default;
+        CodePages = new CodePageMap(memory);
+        memory.Written += OnMemoryWritten;
+    }
+
     public string Name => "software";
-    public GuestMemory Memory { get; } = memory;
-    public CpuModel Model { get; } = model ?? CpuModel.Default;
+    public GuestMemory Memory { get; }
+    public CpuModel Model { get; }
 
     /// <summary>Pages holding decoded code, shared so one vCPU's write invalidates another's blocks.</summary>
-    internal CodePageMap CodePages { get; } = new(memory);
+    internal CodePageMap CodePages { get; }
+
+    /// <summary>
+    /// Writes that bypass the vCPUs (a loader, DMA from a device, a reset restoring the image)
+    /// invalidate the decoded code on the pages they touch, as a vCPU's own stores do.
+    /// </summary>
+    private void OnMemoryWritten(ulong gpa, ulong length)
+    {
+        ulong end = gpa + length;
+        for (ulong page = gpa & ~0xFFFUL; page < end; page += 0x1000) CodePages.NoteWrite(page);
+    }
 
     /// <summary>
     /// Called by a vCPU for MSRs that belong to platform devices (the local APIC base); the
@@ -39,7 +57,8 @@ public sealed class SoftwareEngine(GuestMemory memory, CpuModel? model = null) :
 
     public IVcpu CreateVcpu(int index) => new SoftwareVcpu(this, index);
 
-    public void Dispose() { }
+    /// <summary>The machine keeps its memory across resets and builds a new engine on it each time.</summary>
+    public void Dispose() => Memory.Written -= OnMemoryWritten;
 }
 
 /// <summary>MSRs implemented outside the CPU (the machine forwards APIC base to the local APIC).</summary>
