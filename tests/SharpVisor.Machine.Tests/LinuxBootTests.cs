@@ -35,7 +35,7 @@ public class LinuxBootTests(ITestOutputHelper output)
 
     private static string Tail(string s) => s.Length > 4000 ? s[^4000..] : s;
 
-    private (MachineResult Result, string Console, TimeSpan Wall) Boot(string arch, EngineKind engine, int cpus, TimeSpan limit)
+    private (MachineResult Result, string Console, TimeSpan Wall) Boot(string arch, EngineKind engine, int cpus, TimeSpan limit, long nsPerInstruction = 0)
     {
         var (kernel, initrd) = Images(arch);
         var serial = new Capture();
@@ -49,6 +49,7 @@ public class LinuxBootTests(ITestOutputHelper output)
             CommandLine = "console=ttyS0 sharpvisor.test=1 panic=-1",
             Com1Output = serial,
             NoReboot = true,
+            NsPerInstruction = nsPerInstruction,
         };
         var sw = Stopwatch.StartNew();
         using var m = new Machine(config);
@@ -89,6 +90,20 @@ public class LinuxBootTests(ITestOutputHelper output)
     {
         var (r, text, _) = Boot(arch, EngineKind.Software, 1, TimeSpan.FromMinutes(10));
         CheckReport(text, r, machine, 1);
+    }
+
+    /// <summary>
+    /// -icount shift=0: guest time is the instruction count (1 ns each), RDRAND a seeded stream.
+    /// Two boots print the same kernel log, every timestamp included, and the same test report.
+    /// </summary>
+    [Fact]
+    public void DebianKernelBootsTheSameTwiceUnderTheInstructionClock()
+    {
+        var first = Boot("amd64", EngineKind.Software, 1, TimeSpan.FromMinutes(10), nsPerInstruction: 1);
+        CheckReport(first.Console, first.Result, "x86_64", 1);
+        var second = Boot("amd64", EngineKind.Software, 1, TimeSpan.FromMinutes(10), nsPerInstruction: 1);
+        Assert.Matches(@"\[\s+\d+\.\d{6}\] Linux version 6\.", first.Console);
+        Assert.Equal(first.Console, second.Console);
     }
 
     /// <summary>SMP: the kernel starts the second vCPU with INIT/SIPI and both run its work (locked atomics across host threads).</summary>
