@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using Iced.Intel;
 using SharpVisor.Core.Vcpu;
 using SharpVisor.Cpu.Decode;
@@ -39,6 +40,7 @@ public sealed unsafe partial class SoftwareVcpu
     };
 
     /// <summary>Finds or decodes the block at CS:RIP.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private Status FetchBlock(out Block? block)
     {
         block = null;
@@ -76,7 +78,11 @@ public sealed unsafe partial class SoftwareVcpu
             }
         }
 
-        int idx = (int)(((phys >> 2) ^ (phys >> (2 + BlockCacheBits))) & ((1 << BlockCacheBits) - 1));
+        // Indexed by every address bit: blocks may start at any byte, and two that start within the same
+        // four bytes (a 2-byte instruction, then a branch target after it) must not evict each other
+        // on every pass of a loop (they did with phys >> 2: the 32-bit integer benchmark re-decoded a
+        // block per iteration).
+        int idx = (int)((phys ^ (phys >> BlockCacheBits)) & ((1 << BlockCacheBits) - 1));
         var b = _blockCache[idx];
         if (b != null && b.Phys == phys && b.Rip == rip && b.Bits == _codeBits && b.Generation == PageGeneration(phys)
             && (!_singleInstructionBlocks || b.Instructions.Length == 1))
@@ -123,11 +129,15 @@ public sealed unsafe partial class SoftwareVcpu
             if (consumed >= avail) break;
         }
         _blocksDecoded++;
+        var instructions = _decodeScratch.ToArray();
+        var ops = new Uop[instructions.Length];
+        for (int k = 0; k < instructions.Length; k++) ops[k] = Predecode(ref instructions[k], ipMask);
         var b = new Block
         {
             Phys = phys, Rip = rip, Bits = bits, IpMask = ipMask,
             Generation = PageGeneration(phys),
-            Instructions = _decodeScratch.ToArray(),
+            Instructions = instructions,
+            Ops = ops,
         };
         if (cacheable)
         {

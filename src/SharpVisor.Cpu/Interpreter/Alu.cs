@@ -221,6 +221,7 @@ public sealed unsafe partial class SoftwareVcpu
         return Status.Ok;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static long SignExtend(ulong v, int size) => size switch
     {
         1 => (sbyte)v, 2 => (short)v, 4 => (int)v, _ => (long)v,

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using Iced.Intel;
 using SharpVisor.Core.Vcpu;
 using SharpVisor.Cpu.State;
@@ -8,6 +9,7 @@ namespace SharpVisor.Cpu;
 public sealed unsafe partial class SoftwareVcpu
 {
     /// <summary>Near branch: the target must lie within CS (16/32-bit) or be canonical (64-bit).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal Status Branch(ulong target)
     {
         if (_mode64)

@@ -20,22 +20,25 @@ public sealed unsafe partial class SoftwareVcpu
         }
         block!.Executions++;
         var code = block.Instructions;
-        ulong ipMask = block.IpMask;
+        var ops = block.Ops;
         _endBlock = false;
         bool tfAtStart = (_flags & Rflags.TF) != 0;
         if (_singleInstructionBlocks && CheckExecuteBreakpoint(code[0].IP) is var bp && bp != Status.Ok)
             return bp == Status.Fault ? RaiseException() : bp;
         int k = 0;
-        for (; k < code.Length; k++)
+        for (; k < ops.Length; k++)
         {
-            ref Instruction ins = ref code[k];
+            // Pre-decoded forms run from their Uop; the rest through Iced's Instruction (FastPath.cs).
+            ref Uop u = ref ops[k];
             bool shadow = _interruptShadow;
-            _rip = ins.NextIP & ipMask;
-            st = ins.HasLockPrefix || IsImplicitlyLocked(ref ins) ? ExecuteLocked(ref ins) : Execute(ref ins);
+            _rip = u.NextIp;
+            var kind = u.Kind;
+            st = kind > UopKind.SlowLocked ? ExecuteUop(ref u)
+                : kind == UopKind.Slow ? Execute(ref code[k]) : ExecuteLocked(ref code[k]);
             if (st != Status.Ok)
             {
                 InstructionsRetired += k;
-                return FinishInstruction(ref ins, st);
+                return FinishInstruction(ref code[k], st);
             }
             EndInstructionIo();
             if (shadow) _interruptShadow = false;
@@ -45,7 +48,7 @@ public sealed unsafe partial class SoftwareVcpu
                 {
                     // The instruction overflowed the VMM output buffer (Output): it stops the VM.
                     InstructionsRetired += k;
-                    return FinishInstruction(ref ins, Status.Exit);
+                    return FinishInstruction(ref code[k], Status.Exit);
                 }
                 k++;
                 if (_outputCount > 0)

@@ -46,7 +46,9 @@ public sealed partial class SoftwareVcpu
         _lfOp = FlagOp.Result; _lfSize = size; _lfRes = res;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static ulong SizeMask(int size) => size == 8 ? ulong.MaxValue : (1UL << (size * 8)) - 1;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static ulong SignBit(int size) => 1UL << (size * 8 - 1);
 
     internal bool GetCf()
@@ -120,6 +122,18 @@ public sealed partial class SoftwareVcpu
     {
         _flags = (value & Rflags.Writable) | Rflags.Reserved1;
         _lfOp = FlagOp.None;
+    }
+
+    /// <summary>
+    /// <see cref="Condition"/> with the commonest case inline: E/NE (ZF) after a recorded result,
+    /// the loop branch after DEC/SUB/CMP/TEST. Same answer as <see cref="GetZf"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal bool FastCondition(int cc)
+    {
+        if ((cc >> 1) == 2 && _lfOp != FlagOp.None)
+            return ((_lfRes & SizeMask(_lfSize)) == 0) ^ ((cc & 1) != 0);
+        return Condition(cc);
     }
 
     /// <summary>Evaluates condition code <paramref name="cc"/> (the low nibble of Jcc/SETcc/CMOVcc).</summary>
