@@ -1,6 +1,6 @@
 // Runs x86-64 instruction bytes natively on the host CPU (Linux x86-64, System V ABI) with a
 // chosen input state and captures the output state: the ground truth for differential tests of
-// the software engine (DESIGN.md, "Ground truth is the silicon").
+// the software engine: for unprivileged instructions the host CPU is the reference.
 //
 // One private mapping per instance, laid out as
 //   +0x0000  trampoline page (RX)        generated once with Iced's assembler

@@ -1,7 +1,7 @@
 // The hardware engine: one KVM VM over one GuestMemory (Linux Documentation/virt/kvm/api.rst).
 // Every GuestMemory region becomes a memory slot (ROM with KVM_MEM_READONLY, so guest writes to
 // it leave as MMIO writes); everything else leaves KVM_RUN as an MMIO exit. No in-kernel irqchip
-// or PIT is created: interrupt controllers live in the VMM (DESIGN.md rule 4) and interrupts are
+// or PIT is created: interrupt controllers live in the VMM, shared by both engines, and interrupts are
 // injected with KVM_INTERRUPT by KvmVcpu.
 using System.Runtime.InteropServices;
 using SharpVisor.Core.Memory;
