@@ -166,6 +166,7 @@ public sealed class Machine : IDisposable
             _engine?.Dispose();
             Memory.Dispose();
             foreach (var w in _wake) w.Dispose();
+            _tickerWake.Dispose();
             throw;
         }
     }
@@ -487,6 +488,7 @@ public sealed class Machine : IDisposable
             if (_disposed) return;
             foreach (var v in _vcpus ?? []) v?.Kick();
             foreach (var w in _wake) w.Set();
+            _tickerWake.Set();
         }
     }
 
@@ -621,6 +623,8 @@ public sealed class Machine : IDisposable
             deadlines[i] = d;
             if (d < earliest) earliest = d;
         }
+        // The guest armed a timer that is due before the timer thread's next wake-up: wake it.
+        if (earliest < _tickerTarget) _tickerWake.Set();
         if (earliest == long.MaxValue) return;
         long now = _clock.NowNs;
         if (earliest > now) return;
@@ -683,21 +687,38 @@ public sealed class Machine : IDisposable
         }
     }
 
-    /// <summary>Wakes vCPUs at device deadlines so timers fire while guest code runs without exits.</summary>
+    /// <summary>
+    /// Wakes vCPUs at device deadlines so timers fire while guest code runs without exits. It
+    /// sleeps until the earliest deadline (at most 10 ms, at least 1 ms: the host's sleep
+    /// granularity) and is woken early when the guest arms an earlier one (ServiceTimers after
+    /// an exit, a TSC-deadline WRMSR), so a timer armed mid-sleep is not late by the rest of it.
+    /// </summary>
     private void TimerThread()
     {
         while (Running)
         {
-            long wait = NextDeadline() - _clock.NowNs;
+            long next;
+            lock (_lock)
+            {
+                next = NextDeadlineLocked();
+                _tickerTarget = next;
+                _tickerWake.Reset();
+            }
+            long wait = next == long.MaxValue ? long.MaxValue : next - _clock.NowNs;
             if (wait <= 0)
             {
                 foreach (var v in _vcpus) v.Kick();
                 Thread.Sleep(1);
                 continue;
             }
-            Thread.Sleep((int)Math.Clamp(wait / 1_000_000, 1, 10));
+            _tickerWake.Wait((int)Math.Clamp(wait / 1_000_000, 1, 10));
         }
+        lock (_lock) _tickerTarget = long.MinValue; // no ticker: nothing to wake
     }
+
+    /// <summary>The deadline the timer thread sleeps towards (under _lock); long.MinValue while it does not run.</summary>
+    private long _tickerTarget = long.MinValue;
+    private readonly ManualResetEventSlim _tickerWake = new(false);
 
     // ------------------------------------------------------------------ serial input
 
@@ -889,6 +910,7 @@ public sealed class Machine : IDisposable
             _engine?.Dispose();
             Memory.Dispose();
             foreach (var w in _wake) w.Dispose();
+            _tickerWake.Dispose();
         }
         lock (_inputRing) Monitor.PulseAll(_inputRing); // an input thread waiting for room sees the stop
     }
@@ -942,6 +964,8 @@ public sealed class Machine : IDisposable
                 var apic = m._apics[vcpu];
                 if (msr == Msr.ApicBase) return apic.WriteApicBaseMsr(value);
                 apic.WriteTscDeadlineMsr(value);
+                // WRMSR does not leave the vCPU: tell the timer thread if this deadline comes first.
+                if (apic.NextDeadlineNs < m._tickerTarget) m._tickerWake.Set();
                 // WRMSR does not leave the vCPU: move its instruction-clock stop to the new deadline.
                 if (m._icount != null) m.SetInstructionStop(vcpu);
                 return true;
