@@ -51,6 +51,7 @@ internal sealed class InstructionClock(long nsPerInstruction) : IClock
         if (deadlineNs == long.MaxValue) return long.MaxValue;
         long ahead = deadlineNs - NowNs;
         if (ahead <= 0) return Instructions;
-        return Instructions + (ahead + NsPerInstruction - 1) / NsPerInstruction;
+        long steps = ahead / NsPerInstruction + (ahead % NsPerInstruction != 0 ? 1 : 0); // rounded up, no overflow
+        return steps > long.MaxValue - Instructions ? long.MaxValue : Instructions + steps;
     }
 }

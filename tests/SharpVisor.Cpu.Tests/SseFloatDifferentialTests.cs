@@ -310,55 +310,32 @@ public sealed class SseFloatDifferentialTests(ITestOutputHelper output)
         var reports = new System.Collections.Concurrent.ConcurrentBag<string>();
         var unsupported = new System.Collections.Concurrent.ConcurrentBag<string>();
         long cases = 0, compared = 0, faults = 0, refused = 0, mismatches = 0;
-        int next = -1;
         int threads = Math.Clamp(Environment.ProcessorCount, 1, 16);
-        var workers = new Thread[threads];
-        Exception? failure = null;
-        for (int t = 0; t < threads; t++)
+        HostEngineWorkers.ForEachForm(forms.Count, threads, (host, engine, k) =>
         {
-            workers[t] = new Thread(() =>
+            var (code, memory) = forms[k];
+            var gen = new SseFloatCaseGenerator(unchecked(Seed * 7919 + (int)code * 31 + (memory ? 1 : 0)));
+            int shown = 0;
+            int perForm = CasesPerForm;
+            for (int n = 0; n < perForm; n++)
             {
-                try
-                {
-                    using var host = new HostCpu.HostCpu();
-                    using var engine = new EngineRunner();
-                    if (!engine.FpStateRoundTrips) throw new InvalidOperationException("the engine does not carry VcpuState.FxSave");
-                    int k;
-                    while ((k = Interlocked.Increment(ref next)) < forms.Count)
-                    {
-                        var (code, memory) = forms[k];
-                        var gen = new SseFloatCaseGenerator(unchecked(Seed * 7919 + (int)code * 31 + (memory ? 1 : 0)));
-                        int shown = 0;
-                        int perForm = CasesPerForm;
-                        for (int n = 0; n < perForm; n++)
-                        {
-                            var c = gen.Generate(code, memory);
-                            var native = host.Run(c);
-                            if (native.Outcome == NativeOutcome.Refused) { Interlocked.Increment(ref refused); continue; }
-                            var e = engine.Run(c);
-                            Interlocked.Increment(ref cases);
-                            if (e.Outcome == EngineOutcome.Unsupported) { unsupported.Add($"{code}{(memory ? " (mem)" : "")}: {e.Message}"); break; }
-                            List<string> diffs = e.Outcome == EngineOutcome.Failed
-                                ? [$"engine: {e.Message}"]
-                                : NativeComparer.Compare(c, native, e.State, engine.Window, e.Exception, CompareParts.All);
-                            if (native.Outcome == NativeOutcome.Fault) Interlocked.Increment(ref faults);
-                            else Interlocked.Increment(ref compared);
-                            if (diffs.Count == 0) continue;
-                            Interlocked.Increment(ref mismatches);
-                            if (shown++ < 3)
-                                reports.Add($"{code}{(memory ? " (mem)" : "")}: {NativeComparer.Describe(c, diffs)}\n  in: mxcsr {c.Input.Mxcsr:x4} {Inputs(c)}");
-                        }
-                    }
-                }
-                catch (Exception ex)
-                {
-                    Interlocked.CompareExchange(ref failure, ex, null);
-                }
-            }, 16 << 20) { IsBackground = true };
-            workers[t].Start();
-        }
-        foreach (var w in workers) w.Join();
-        if (failure is not null) throw new InvalidOperationException("worker failed", failure);
+                var c = gen.Generate(code, memory);
+                var native = host.Run(c);
+                if (native.Outcome == NativeOutcome.Refused) { Interlocked.Increment(ref refused); continue; }
+                var e = engine.Run(c);
+                Interlocked.Increment(ref cases);
+                if (e.Outcome == EngineOutcome.Unsupported) { unsupported.Add($"{code}{(memory ? " (mem)" : "")}: {e.Message}"); break; }
+                List<string> diffs = e.Outcome == EngineOutcome.Failed
+                    ? [$"engine: {e.Message}"]
+                    : NativeComparer.Compare(c, native, e.State, engine.Window, e.Exception, CompareParts.All);
+                if (native.Outcome == NativeOutcome.Fault) Interlocked.Increment(ref faults);
+                else Interlocked.Increment(ref compared);
+                if (diffs.Count == 0) continue;
+                Interlocked.Increment(ref mismatches);
+                if (shown++ < 3)
+                    reports.Add($"{code}{(memory ? " (mem)" : "")}: {NativeComparer.Describe(c, diffs)}\n  in: mxcsr {c.Input.Mxcsr:x4} {Inputs(c)}");
+            }
+        });
 
         string summary = $"{forms.Count} forms, {cases:N0} cases ({compared:N0} compared, {faults:N0} predicted faults, {refused:N0} refused), "
             + $"{mismatches:N0} mismatches, {unsupported.Count} unsupported forms, {clock.Elapsed.TotalSeconds:F1} s on {threads} threads";

@@ -89,65 +89,42 @@ public sealed class SseIntegerDifferentialTests(ITestOutputHelper output)
             forms = forms.Where(f => f.ToString().Contains(only, StringComparison.OrdinalIgnoreCase)).ToList();
 
         int threads = Math.Max(1, Math.Min(Environment.ProcessorCount, 4));
-        int next = -1;
         long cases = 0, faults = 0, refused = 0;
         var problems = new List<string>();
         var unsupported = new List<string>();
-        Exception? failure = null;
-        var workers = new Thread[threads];
-        for (int t = 0; t < threads; t++)
+        HostEngineWorkers.ForEachForm(forms.Count, threads, (host, engine, k) =>
         {
-            workers[t] = new Thread(() =>
+            var form = forms[k];
+            var gen = new SimdCaseGenerator(unchecked(Seed * 31 + (int)form.Code * 2 + (form.Memory ? 1 : 0)));
+            int shown = 0;
+            int count = form.Mnemonic.ToString().StartsWith("Pcmp", StringComparison.Ordinal) && form.Mnemonic.ToString().Contains("str", StringComparison.Ordinal)
+                ? perForm * (CasesPerStringForm / CasesPerForm) : perForm;
+            for (int n = 0; n < count; n++)
             {
-                try
+                var c = gen.Generate(form);
+                var native = host.Run(c);
+                if (native.Outcome == NativeOutcome.Refused)
                 {
-                    using var host = new HostCpu.HostCpu();
-                    using var engine = new EngineRunner();
-                    if (!engine.FpStateRoundTrips) throw new InvalidOperationException("the engine does not carry VcpuState.FxSave");
-                    int k;
-                    while ((k = Interlocked.Increment(ref next)) < forms.Count)
-                    {
-                        var form = forms[k];
-                        var gen = new SimdCaseGenerator(unchecked(Seed * 31 + (int)form.Code * 2 + (form.Memory ? 1 : 0)));
-                        int shown = 0;
-                        int count = form.Mnemonic.ToString().StartsWith("Pcmp", StringComparison.Ordinal) && form.Mnemonic.ToString().Contains("str", StringComparison.Ordinal)
-                            ? perForm * (CasesPerStringForm / CasesPerForm) : perForm;
-                        for (int n = 0; n < count; n++)
-                        {
-                            var c = gen.Generate(form);
-                            var native = host.Run(c);
-                            if (native.Outcome == NativeOutcome.Refused)
-                            {
-                                Interlocked.Increment(ref refused);
-                                if (shown++ < 1) lock (problems) problems.Add($"{form}: refused: {native.Reason}");
-                                continue;
-                            }
-                            var e = engine.Run(c);
-                            Interlocked.Increment(ref cases);
-                            if (native.Outcome == NativeOutcome.Fault) Interlocked.Increment(ref faults);
-                            if (e.Outcome == EngineOutcome.Unsupported)
-                            {
-                                lock (unsupported) unsupported.Add($"{form}: {e.Message}");
-                                break;
-                            }
-                            var diffs = e.Outcome == EngineOutcome.Failed
-                                ? [$"engine: {e.Message}"]
-                                : NativeComparer.Compare(c, native, e.State, engine.Window, e.Exception, CompareParts.All);
-                            if (diffs.Count > 0 && shown++ < 2)
-                                lock (problems) problems.Add($"{form}: {NativeComparer.Describe(c, diffs)}");
-                            else if (diffs.Count > 0) shown++;
-                        }
-                    }
+                    Interlocked.Increment(ref refused);
+                    if (shown++ < 1) lock (problems) problems.Add($"{form}: refused: {native.Reason}");
+                    continue;
                 }
-                catch (Exception ex)
+                var e = engine.Run(c);
+                Interlocked.Increment(ref cases);
+                if (native.Outcome == NativeOutcome.Fault) Interlocked.Increment(ref faults);
+                if (e.Outcome == EngineOutcome.Unsupported)
                 {
-                    Interlocked.CompareExchange(ref failure, ex, null);
+                    lock (unsupported) unsupported.Add($"{form}: {e.Message}");
+                    break;
                 }
-            }, 16 << 20) { IsBackground = true };
-            workers[t].Start();
-        }
-        foreach (var w in workers) w.Join();
-        if (failure is not null) throw new InvalidOperationException("worker failed", failure);
+                var diffs = e.Outcome == EngineOutcome.Failed
+                    ? [$"engine: {e.Message}"]
+                    : NativeComparer.Compare(c, native, e.State, engine.Window, e.Exception, CompareParts.All);
+                if (diffs.Count > 0 && shown++ < 2)
+                    lock (problems) problems.Add($"{form}: {NativeComparer.Describe(c, diffs)}");
+                else if (diffs.Count > 0) shown++;
+            }
+        });
 
         string summary = $"{forms.Count} forms, {cases:N0} cases ({faults:N0} predicted faults, {refused:N0} refused), {threads} threads, {clock.Elapsed.TotalSeconds:F1} s";
         output.WriteLine(summary);

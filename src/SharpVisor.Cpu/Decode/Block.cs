@@ -17,8 +17,6 @@ internal sealed class Block
     public required Instruction[] Instructions;
     /// <summary>The pre-decoded form of each instruction (same index as <see cref="Instructions"/>).</summary>
     public required Uop[] Ops;
-    /// <summary>Mask applied to RIP updates: 0xFFFF, 0xFFFF_FFFF or all ones.</summary>
-    public required ulong IpMask;
     /// <summary>Times entered (the translator's hotness counter).</summary>
     public long Executions;
 }

@@ -134,7 +134,7 @@ public sealed unsafe partial class SoftwareVcpu
         for (int k = 0; k < instructions.Length; k++) ops[k] = Predecode(ref instructions[k], ipMask);
         var b = new Block
         {
-            Phys = phys, Rip = rip, Bits = bits, IpMask = ipMask,
+            Phys = phys, Rip = rip, Bits = bits,
             Generation = PageGeneration(phys),
             Instructions = instructions,
             Ops = ops,
