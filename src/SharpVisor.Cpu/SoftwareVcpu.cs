@@ -128,7 +128,7 @@ public sealed unsafe partial class SoftwareVcpu : IVcpu
         s.Es = _seg[Seg.ES]; s.Cs = _seg[Seg.CS]; s.Ss = _seg[Seg.SS];
         s.Ds = _seg[Seg.DS]; s.Fs = _seg[Seg.FS]; s.Gs = _seg[Seg.GS];
         s.Ldtr = _ldtr; s.Tr = _tr; s.Gdtr = _gdtr; s.Idtr = _idtr;
-        s.Cr0 = _cr0; s.Cr2 = _cr2; s.Cr3 = _cr3; s.Cr4 = _cr4; s.Cr8 = _cr8; s.Efer = _efer;
+        s.Cr0 = _cr0; s.Cr2 = _cr2; s.Cr3 = _cr3; s.Cr4 = _cr4; s.Cr8 = Cr8; s.Efer = _efer;
         s.Msrs.Clear();
         foreach (var kv in _msrs) s.Msrs[kv.Key] = kv.Value;
         s.Msrs[Msr.Star] = _msrStar; s.Msrs[Msr.Lstar] = _msrLstar; s.Msrs[Msr.Cstar] = _msrCstar;
@@ -145,7 +145,9 @@ public sealed unsafe partial class SoftwareVcpu : IVcpu
         _seg[Seg.ES] = s.Es; _seg[Seg.CS] = s.Cs; _seg[Seg.SS] = s.Ss;
         _seg[Seg.DS] = s.Ds; _seg[Seg.FS] = s.Fs; _seg[Seg.GS] = s.Gs;
         _ldtr = s.Ldtr; _tr = s.Tr; _gdtr = s.Gdtr; _idtr = s.Idtr;
-        _cr0 = s.Cr0 | Cr0.ET; _cr2 = s.Cr2; _cr3 = s.Cr3; _cr4 = s.Cr4; _cr8 = s.Cr8; _efer = s.Efer;
+        _cr0 = s.Cr0 | Cr0.ET; _cr2 = s.Cr2; _cr3 = s.Cr3; _cr4 = s.Cr4; _efer = s.Efer;
+        // Written through only when it differs: writing CR8 clears TPR[3:0] of the APIC.
+        if (Cr8 != (s.Cr8 & 0xF)) Cr8 = s.Cr8; else _cr8 = s.Cr8 & 0xF;
         foreach (var kv in s.Msrs)
             if (!TrySetMsrField(kv.Key, kv.Value)) _msrs[kv.Key] = kv.Value;
         SetFpuState(s);

@@ -5,14 +5,15 @@
 //   the kvm_run data area (KVM completes the instruction on re-entry).
 // - KVM_EXIT_MMIO: a read is completed by copying Exit.Data into run->mmio.data before re-entry.
 // - KVM_EXIT_HLT → Halt; KVM_EXIT_SHUTDOWN and KVM_EXIT_SYSTEM_EVENT → Shutdown; KVM_EXIT_INTR
-//   and KVM_RUN's EINTR → Interrupted; KVM_EXIT_DEBUG → Debug; KVM_EXIT_IRQ_WINDOW_OPEN loops
-//   to inject; everything else (FAIL_ENTRY, INTERNAL_ERROR, UNKNOWN, unexpected) → InternalError
+//   and KVM_RUN's EINTR → Interrupted; KVM_EXIT_DEBUG → Debug; KVM_EXIT_IRQ_WINDOW_OPEN and
+//   KVM_EXIT_SET_TPR (CR8 lowered) loop to inject; everything else (FAIL_ENTRY, INTERNAL_ERROR, UNKNOWN, unexpected) → InternalError
 //   with one line naming the exit, its sub-reason and CS:RIP. A failing KVM_RUN, KVM_NMI or
 //   KVM_INTERRUPT is an InternalError too: nothing a guest does makes Run throw.
 // Interrupts without an in-kernel irqchip (api.rst, KVM_INTERRUPT): before each KVM_RUN, when
 // the InterruptSource has one and the last exit said ready_for_interrupt_injection with IF set,
 // the vector is acknowledged and queued with KVM_INTERRUPT; otherwise request_interrupt_window
-// makes KVM exit as soon as the guest can take it. Kick: see KickSignal.cs.
+// makes KVM exit as soon as the guest can take it. CR8 travels in kvm_run.cr8 to and from the
+// InterruptSource's TPR (ITaskPriority) around every KVM_RUN. Kick: see KickSignal.cs.
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;
 using SharpVisor.Core.Interrupts;
@@ -143,7 +144,13 @@ public sealed unsafe class KvmVcpu : IVcpu
                 int errno = Marshal.GetLastPInvokeError();
                 return InternalError($"{failedIoctl} failed: {Libc.ErrnoName(errno)} ({errno}) at {Where()}");
             }
-            if (Libc.ioctl(_fd, KvmH.KVM_RUN, 0) < 0)
+            // Without KVM's in-kernel APIC, kvm_run.cr8 carries CR8 both ways: KVM loads it on
+            // entry and stores it on every exit. Our APIC's TPR is the one register behind it.
+            var tpr = InterruptSource as ITaskPriority;
+            if (tpr is not null) run->cr8 = tpr.Cr8;
+            int rc = Libc.ioctl(_fd, KvmH.KVM_RUN, 0);
+            if (tpr is not null) tpr.Cr8 = (byte)(run->cr8 & 0xF);
+            if (rc < 0)
             {
                 int errno = Marshal.GetLastPInvokeError();
                 if (errno == EINTR || errno == EAGAIN)
@@ -182,6 +189,11 @@ public sealed unsafe class KvmVcpu : IVcpu
                     _pending = Pending.MmioRead;
                     return Exit.Reason = ExitReason.MmioRead;
                 }
+
+                case KvmH.KVM_EXIT_SET_TPR:
+                    // The guest lowered CR8: an interrupt it masked may be deliverable now.
+                    // The loop injects it (InjectEvents) and re-enters.
+                    continue;
 
                 case KvmH.KVM_EXIT_IRQ_WINDOW_OPEN:
                     continue; // InjectEvents queues the interrupt now that the guest can take it

@@ -14,6 +14,7 @@ using SharpVisor.Devices.Acpi;
 using SharpVisor.Devices.Apic;
 using SharpVisor.Devices.FwCfg;
 using SharpVisor.Devices.Input;
+using SharpVisor.Devices.Isa;
 using SharpVisor.Devices.Misc;
 using SharpVisor.Devices.Pci;
 using SharpVisor.Devices.Pic;
@@ -68,6 +69,11 @@ public sealed class Machine : IDisposable
     /// NVRAM a guest may use to tell a warm boot from a cold one.
     /// </summary>
     private readonly Rtc146818 _rtc;
+    /// <summary>
+    /// The ISA IRQ lines, made once: several devices may drive one line (COM1 and COM3 on IRQ4,
+    /// COM2 and COM4 on IRQ3), which is high while any of them is. Build resets them for each board.
+    /// </summary>
+    private readonly IsaIrqLines _isaIrqs;
     // The image files, until the first boot has placed them; from then on _bootImage reloads them.
     private byte[]? _kernelImage;
     private byte[]? _initrdImage;
@@ -88,6 +94,8 @@ public sealed class Machine : IDisposable
     private int _quickTripleFaults;
     // Telemetry of earlier boots (each boot has its own buses and vCPUs), summed into --stats.
     private readonly Dictionary<string, long> _priorIoCounts = new(), _priorMmioCounts = new();
+    /// <summary>Reads and writes of the local APIC pages, over every boot (under _lock).</summary>
+    private long _localApicAccesses;
     private readonly Dictionary<string, long>[] _priorVcpuStats;
 
     // ---- the board: everything a reset rebuilds (see Build)
@@ -155,7 +163,9 @@ public sealed class Machine : IDisposable
                 var parts = p.Split(' ', 2);
                 _moduleImages!.Add(new MultibootModule(BootFiles.Read(parts[0], "module"), p, parts[0]));
             }
-            _rtc = new Rtc146818(_clock, IsaIrq(8));
+            _isaIrqs = new IsaIrqLines(RouteIsaIrq);
+            // The RTC is kept across resets, and so is its input on IRQ 8.
+            _rtc = new Rtc146818(_clock, _isaIrqs.Connect(8, survivesReset: true));
             ulong below4g = Math.Min(config.MemoryBytes, PcMemoryLayout.PciHoleStart);
             _rtc.SetMemorySize(below4g, config.MemoryBytes - below4g);
             _rtc.SetCpuCount(config.Cpus);
@@ -208,6 +218,9 @@ public sealed class Machine : IDisposable
         Io.Map(0x20, 2, _pic.Master);
         Io.Map(0xA0, 2, _pic.Slave);
         Io.Map(0x4D0, 2, _pic.Elcr);
+        // The previous board's devices leave the ISA lines, whatever level they held; the new
+        // controllers learn the level of each line (only the RTC's input survives).
+        _isaIrqs.Reset();
         Mmio.Map(AcpiTableBuilder.IoApicGpa, 0x1000, _ioApic);
         // The local APIC page is not on the MMIO bus: each vCPU sees its own APIC there, so
         // the run loop routes that page by the exiting vCPU (see MmioRead/MmioWrite).
@@ -225,7 +238,13 @@ public sealed class Machine : IDisposable
         _com1 = new Uart16550(IsaIrq(4), config.Com1Output ?? new NullSerialBackend(), _clock, "com1");
         Io.Map(0x3F8, 8, _com1);
         timed.Add(_com1);
+        // COM2–COM4 at the PC's (and QEMU's isa-serial) addresses and IRQs, COM3 sharing IRQ4 with
+        // COM1 and COM4 sharing IRQ3 with COM2. They have no host input, so only a register access
+        // can end a character timeout (loopback input), and the UART checks it on every access:
+        // they need no timer.
         Io.Map(0x2F8, 8, new Uart16550(IsaIrq(3), new NullSerialBackend(), _clock, "com2"));
+        Io.Map(0x3E8, 8, new Uart16550(IsaIrq(4), new NullSerialBackend(), _clock, "com3"));
+        Io.Map(0x2E8, 8, new Uart16550(IsaIrq(3), new NullSerialBackend(), _clock, "com4"));
         Io.Map(0x80, 1, new PostCodePort());
         Io.Map(0xE9, 1, new DebugConsole(b => config.DebugConsoleOutput?.Invoke(b)));
         Io.Map(0xF4, 4, new DebugExit(code => Stop(new MachineResult(code, $"guest wrote to the debug-exit port: exit code {code}"))));
@@ -299,15 +318,15 @@ public sealed class Machine : IDisposable
         return new KvmEngine(Memory, _config.Cpus);
     }
 
-    private IIrqLine IsaIrq(int irq)
+    /// <summary>A new input on ISA IRQ <paramref name="irq"/> for one device of the board being built.</summary>
+    private IIrqLine IsaIrq(int irq) => _isaIrqs.Connect(irq);
+
+    /// <summary>Where a change of an ISA line's (wired-OR) level goes: the current board's controllers.</summary>
+    private void RouteIsaIrq(int irq, bool level)
     {
         // ISA IRQ n goes to PIC input n and IOAPIC pin n, except the timer (IRQ0 → pin 2), as the MADT says.
-        int pin = irq == 0 ? 2 : irq;
-        return new IrqLine(level =>
-        {
-            _pic.SetIrq(irq, level);
-            _ioApic.SetIrq(pin, level);
-        });
+        _pic.SetIrq(irq, level);
+        _ioApic.SetIrq(irq == 0 ? 2 : irq, level);
     }
 
     private static string DescribeSize(ulong bytes)
@@ -598,13 +617,22 @@ public sealed class Machine : IDisposable
 
     private ulong MmioRead(int cpu, ulong gpa, int size)
     {
-        if (gpa - AcpiTableBuilder.LocalApicGpa < 0x1000) return _apics[cpu].Read(gpa - AcpiTableBuilder.LocalApicGpa, size);
+        if (gpa - AcpiTableBuilder.LocalApicGpa < 0x1000)
+        {
+            _localApicAccesses++;
+            return _apics[cpu].Read(gpa - AcpiTableBuilder.LocalApicGpa, size);
+        }
         return Mmio.Read(gpa, size);
     }
 
     private void MmioWrite(int cpu, ulong gpa, int size, ulong value)
     {
-        if (gpa - AcpiTableBuilder.LocalApicGpa < 0x1000) { _apics[cpu].Write(gpa - AcpiTableBuilder.LocalApicGpa, size, value); return; }
+        if (gpa - AcpiTableBuilder.LocalApicGpa < 0x1000)
+        {
+            _localApicAccesses++;
+            _apics[cpu].Write(gpa - AcpiTableBuilder.LocalApicGpa, size, value);
+            return;
+        }
         Mmio.Write(gpa, size, value);
     }
 
@@ -867,7 +895,10 @@ public sealed class Machine : IDisposable
         foreach (var kv in io.Where(k => k.Value > 0).OrderByDescending(k => k.Value)) sb.AppendLine($"  {kv.Key,-16} {kv.Value,12}");
         if (unassigned > 0) sb.AppendLine($"  {"(unassigned)",-16} {unassigned,12}");
         sb.AppendLine("MMIO by device:");
-        foreach (var kv in Sum(_priorMmioCounts, Mmio.AccessCounts).Where(k => k.Value > 0).OrderByDescending(k => k.Value)) sb.AppendLine($"  {kv.Key,-16} {kv.Value,12}");
+        // The local APICs sit beside the bus (routed by the exiting vCPU), so they are counted here.
+        var mmio = Sum(_priorMmioCounts, Mmio.AccessCounts);
+        mmio["lapic"] = _localApicAccesses;
+        foreach (var kv in mmio.Where(k => k.Value > 0).OrderByDescending(k => k.Value)) sb.AppendLine($"  {kv.Key,-16} {kv.Value,12}");
         sb.AppendLine("interrupts by vector:");
         for (int v = 0; v < 256; v++) if (_vectorCounts[v] > 0) sb.AppendLine($"  0x{v:x2}             {_vectorCounts[v],12}");
         if (InputDropped > 0) sb.AppendLine($"COM1 input dropped (guest not reading): {InputDropped} bytes");
@@ -920,8 +951,14 @@ public sealed class Machine : IDisposable
     /// inside Run, i.e. outside the run loop's lock: it takes the machine lock, as every other
     /// use of the interrupt controllers does, and counts accepted vectors for --stats.
     /// </summary>
-    private sealed class CountingSource(Machine m, LocalApic apic) : IInterruptSource
+    private sealed class CountingSource(Machine m, LocalApic apic) : IInterruptSource, ITaskPriority
     {
+        public byte Cr8
+        {
+            get { lock (m._lock) return apic.Cr8; }
+            set { lock (m._lock) apic.Cr8 = value; }
+        }
+
         public bool HasInterrupt
         {
             get { lock (m._lock) return apic.HasInterrupt; }

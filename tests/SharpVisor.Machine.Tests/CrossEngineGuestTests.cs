@@ -32,6 +32,11 @@
 //     0008:100924 (skipped).
 //   paging: #GP(0) injected at the MOV CR0, EAX that turns on 32-bit paging, 0008:1010bc; the
 //     guest reports it as an unexpected exception and exits 3 (skipped).
+//   uarts: KVM_EXIT_INTERNAL_ERROR (emulation) at the IRET that ends its first interrupt handler
+//     (skipped).
+//   tpr: CR8 and the APIC's TPR agree both ways, and a TPR of 4 holds a class-4 interrupt, but
+//     lowering CR8 to 3 brings no KVM_EXIT_SET_TPR, so the interrupt arrives only at the next
+//     exit; the guest reports it missing after the MOV (skipped).
 using System.Globalization;
 using System.Text.RegularExpressions;
 using Iced.Intel;
@@ -63,8 +68,8 @@ public partial class CrossEngineGuestTests
         {
             Engine = engine, MemoryBytes = 64UL << 20, KernelPath = GuestTests.RepoFile($"guests/test/{guest}.bin"),
             Com1Output = com1,
-            // reset.asm checks three reboots; every other guest ends the VM at its first reset.
-            NoReboot = guest != "reset",
+            // reset.asm checks three reboots and uarts.asm one; every other guest ends the VM at its first reset.
+            NoReboot = guest is not ("reset" or "uarts"),
             // smp.asm counts the processors it starts: give it some to start.
             Cpus = guest is "smp" or "smplock" ? 4 : 1,
             // mbelf.asm and bzimage.asm print their command line (LoaderCliTests uses the same).
@@ -96,6 +101,8 @@ public partial class CrossEngineGuestTests
     [InlineData("rings", false)]
     [InlineData("exceptions", false)]
     [InlineData("taskswitch", false)]
+    [InlineData("tpr", false)]
+    [InlineData("uarts", false)]
     public void GuestReportsTheSameOnBothEngines(string guest, bool plain)
     {
         if (!Kvm.KvmEngine.IsAvailable(out string why)) Assert.Skip($"KVM not available: {why}");
@@ -149,6 +156,17 @@ public partial class CrossEngineGuestTests
         if (kvm.Result.ExitCode == ExitCodes.TripleFault && soft.Result.ExitCode != ExitCodes.TripleFault
             && reason.Contains("KVM_EXIT_SHUTDOWN", StringComparison.Ordinal))
             return reason;
+
+        // Without an in-kernel APIC, KVM on VT-x ends KVM_RUN with KVM_EXIT_SET_TPR when a MOV to
+        // CR8 lowers the TPR (arch/x86/kvm/vmx handle_cr), so the VMM can inject what the old
+        // priority held back before the next instruction. kvm_pvm completes the MOV in the kernel
+        // without that exit; the interrupt then waits for the guest's next exit.
+        const string heldByCr8 = "FAIL tpr: interrupt of class 4 after MOV CR8, 3: got 0x00000000 expected 0x00000001\n";
+        if (guest == "tpr" && kvm.DebugConsole.EndsWith(heldByCr8, StringComparison.Ordinal) && kvm.Result.ExitCode == 3)
+        {
+            reportedBefore = kvm.DebugConsole[..^heldByCr8.Length];
+            return "no KVM_EXIT_SET_TPR after the MOV to CR8 that lowered the task priority, so the interrupt it unmasked was not delivered before the next instruction";
+        }
 
         // guest.inc's 32-bit handler for an exception no test expected:
         // "FAIL <name>: unexpected exception 0x0000000D error 0x00000000 at 0x00000008:0x001010BC".

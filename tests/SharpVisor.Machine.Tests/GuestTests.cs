@@ -42,6 +42,22 @@ public class GuestTests
         Assert.Contains("PASS demo", text);
     }
 
+    /// <summary>
+    /// --stats counts the local APIC's MMIO, which the machine routes beside the MMIO bus (by the
+    /// exiting vCPU). tpr.asm makes 12 APIC accesses: SVR read and write; TPR read, write, read;
+    /// ICR high and low writes; PPR read; in the handler PPR read and EOI write; TPR and PPR reads.
+    /// </summary>
+    [Fact]
+    public void StatisticsCountTheLocalApicsMmio()
+    {
+        var config = new MachineConfig { MemoryBytes = 64UL << 20, KernelPath = RepoFile("guests/test/tpr.bin"), Com1Output = new NullSerialBackend() };
+        using var m = new Machine(config);
+        using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+        var r = m.Run(cts.Token);
+        Assert.True(r.ExitCode == 33, r.Reason);
+        Assert.Matches(@"MMIO by device:\n  lapic +12\n", m.StatisticsTable());
+    }
+
     /// <summary>System test guests that check their results against the SDM and report PASS.</summary>
     [Theory]
     [InlineData("modes")]
@@ -50,6 +66,7 @@ public class GuestTests
     [InlineData("rings")]
     [InlineData("exceptions")]
     [InlineData("taskswitch")]
+    [InlineData("tpr")]
     public void SystemTestGuestPasses(string name)
     {
         var (r, text) = Boot(RepoFile($"guests/test/{name}.bin"));

@@ -53,3 +53,15 @@ public interface IInterruptSource
     /// <summary>The CPU accepts the interrupt (INTA cycle); returns its vector.</summary>
     byte Acknowledge();
 }
+
+/// <summary>
+/// The task-priority register behind CR8 (SDM Vol. 3 §11.8.6.1): in 64-bit mode MOV to and from
+/// CR8 reads and writes TPR[7:4] of the vCPU's local APIC, so the two are one register. An
+/// interrupt source that is a local APIC implements this; a CPU whose source does not keeps
+/// CR8 to itself.
+/// </summary>
+public interface ITaskPriority
+{
+    /// <summary>TPR[7:4]; a write clears TPR[3:0].</summary>
+    byte Cr8 { get; set; }
+}

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Iced.Intel;
+using SharpVisor.Core.Interrupts;
 using SharpVisor.Core.Vcpu;
 using SharpVisor.Cpu.State;
 
@@ -40,7 +41,7 @@ public sealed unsafe partial class SoftwareVcpu
         int cr = sysReg - Register.CR0;
         if (!toSystem)
         {
-            ulong v = cr switch { 0 => _cr0, 2 => _cr2, 3 => _cr3, 4 => _cr4, 8 => _cr8, _ => ulong.MaxValue };
+            ulong v = cr switch { 0 => _cr0, 2 => _cr2, 3 => _cr3, 4 => _cr4, 8 => Cr8, _ => ulong.MaxValue };
             if (v == ulong.MaxValue) return UD();
             SetReg(gpr, v);
             return Status.Ok;
@@ -59,7 +60,22 @@ public sealed unsafe partial class SoftwareVcpu
     }
 
     private Status SetCr2(ulong v) { _cr2 = v; return Status.Ok; }
-    private Status SetCr8(ulong v) { _cr8 = v & 0xF; _irqCheck = true; return Status.Ok; }
+    private Status SetCr8(ulong v) { Cr8 = v; _irqCheck = true; return Status.Ok; }
+
+    /// <summary>
+    /// CR8 is the local APIC's TPR[7:4] (SDM Vol. 3 §11.8.6.1): one register seen two ways, so a
+    /// MOV to CR8 and a write of the APIC's TPR at offset 0x80 each show in the other. Without an
+    /// APIC behind the interrupt source the CPU keeps the value itself.
+    /// </summary>
+    internal ulong Cr8
+    {
+        get => InterruptSource is ITaskPriority tpr ? tpr.Cr8 : _cr8;
+        set
+        {
+            _cr8 = value & 0xF;
+            if (InterruptSource is ITaskPriority tpr) tpr.Cr8 = (byte)_cr8;
+        }
+    }
 
     internal Status WriteCr0(ulong v)
     {

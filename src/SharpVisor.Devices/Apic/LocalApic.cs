@@ -99,7 +99,7 @@ public struct LocalApicState
     public byte LintLevels;
 }
 
-public sealed class LocalApic : IBusDevice, IInterruptSource, ITimedDevice
+public sealed class LocalApic : IBusDevice, IInterruptSource, ITaskPriority, ITimedDevice
 {
     /// <summary>Where the page lives after reset (IA32_APIC_BASE default).</summary>
     public const ulong DefaultBaseAddress = 0xFEE0_0000;
