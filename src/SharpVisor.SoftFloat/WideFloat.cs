@@ -37,9 +37,9 @@ internal readonly struct WideFloat
         return new WideFloat(v.Sign ? -m : m, X87Math.UnbiasedExponent(v) - 63);
     }
 
-    /// <summary>Rounds to a register value at 64-bit precision with the context's RC. A transcendental
-    /// value is irrational (inexact) unless the caller knows it is exact: then pass exact = true.</summary>
-    public Float80 ToFloat80(FpuContext ctx, bool exact = false)
+    /// <summary>Rounds to a register value at 64-bit precision with the context's RC. The value is
+    /// taken as an approximation of an irrational one: a sticky bit below it makes it inexact.</summary>
+    public Float80 ToFloat80(FpuContext ctx)
     {
         if (M.IsZero) return Float80.PositiveZero;
         BigInteger mag = BigInteger.Abs(M);
@@ -55,7 +55,7 @@ internal readonly struct WideFloat
         {
             sig = (UInt128)mag << (127 - len);
         }
-        if (!exact) sig |= UInt128.One;
+        sig |= UInt128.One;
         // The top bit sits at bit 126, so bit 127 weighs 2^(E+len).
         return X87Math.RoundPack80(ctx, M.Sign < 0, E + len, sig, 64);
     }

@@ -254,6 +254,10 @@ public static partial class X87Math
             return Float80.Zero(a.Sign);
         }
         if (a.IsInfinity || a.IsZero) return a;
+        // Observed on hardware: a zero scale returns ST(0) as it is, without rounding or a tininess
+        // check, so a denormal ST(0) raises no #U even with #U unmasked (only #D). A nonzero scale
+        // that truncates to 0 (0 < |b| < 1) does go through rounding and raises #U for a denormal.
+        if (b.IsZero) return Unchanged(a);
         int n = TruncateScale(b);
         UInt128 sig = (UInt128)a.Significand << 64;
         return RoundPack80(ctx, a.Sign, UnbiasedExponent(a) + n, sig, 64);

@@ -104,7 +104,10 @@ public static partial class X87Math
             SetQuotientBits(ctx, 0);
             return special;
         }
-        if (b.IsInfinity || a.IsZero) return NormalizeExact(ctx, a);
+        // Observed on hardware: with an infinite divisor the remainder is ST(0) as it is, without a
+        // tininess check, so a denormal ST(0) raises no #U even with #U unmasked (a finite divisor
+        // larger than |ST(0)| does go through rounding: see NormalizeExact below).
+        if (b.IsInfinity || a.IsZero) return Unchanged(a);
         ulong sa = NormalizedSignificand(a, out int ea), sb = NormalizedSignificand(b, out int eb);
         int d = ea - eb;
         if (d < 0)
@@ -154,7 +157,9 @@ public static partial class X87Math
     private static int PartialReductionBits(int d) => (d & 31) | 32;
 
     /// <summary>Returns a remainder operand unchanged in value (re-encoded exactly, so a
-    /// pseudo-denormal comes back in canonical form).</summary>
+    /// pseudo-denormal comes back in canonical form) when the finite divisor is larger: unlike the
+    /// ∞-divisor case this result is checked for tininess, so a denormal with #U unmasked is
+    /// bias-adjusted and raises #U, as observed on hardware.</summary>
     private static Float80 NormalizeExact(FpuContext ctx, Float80 a)
     {
         bool c1 = ctx.C1;

@@ -37,8 +37,11 @@ public static partial class X87Math
     /// Rounds sig·2^(e-127) to p bits within [eMin, eMax]. Returns false for an overflow to infinity.
     /// On return a finite value has bit 127 set (normal, exponent e) or clear (denormal/zero at eMin).
     /// registerDestination: unmasked #O/#U deliver a bias-adjusted result (only for stack registers).
+    /// inexact: the value is known to be inexact although sig holds it exactly (#P, and #U when tiny,
+    /// are raised; the rounding itself is that of sig).
     /// </summary>
-    internal static bool RoundCore(FpuContext ctx, bool sign, ref int e, ref UInt128 sig, int p, int eMin, int eMax, bool registerDestination)
+    internal static bool RoundCore(FpuContext ctx, bool sign, ref int e, ref UInt128 sig, int p, int eMin, int eMax, bool registerDestination,
+        bool inexact = false)
     {
         ctx.C1 = false;
         if (sig == UInt128.Zero)
@@ -75,7 +78,7 @@ public static partial class X87Math
         }
         UInt128 rem = sig & mask;
         bool inc = false;
-        if (rem != UInt128.Zero)
+        if (rem != UInt128.Zero || inexact)
         {
             inc = Increments(rc, sign, sig, mask, half, lsb);
             ctx.Raise(tiny ? FpuExceptions.Precision | FpuExceptions.Underflow : FpuExceptions.Precision);
@@ -124,14 +127,22 @@ public static partial class X87Math
     }
 
     /// <summary>Rounds to a register value at precision p (24/53/64) with the extended exponent range.</summary>
-    internal static Float80 RoundPack80(FpuContext ctx, bool sign, int e, UInt128 sig, int p)
+    internal static Float80 RoundPack80(FpuContext ctx, bool sign, int e, UInt128 sig, int p, bool inexact = false)
     {
-        if (!RoundCore(ctx, sign, ref e, ref sig, p, EMin80, EMax80, registerDestination: true))
+        if (!RoundCore(ctx, sign, ref e, ref sig, p, EMin80, EMax80, registerDestination: true, inexact))
             return Float80.Infinity(sign);
         if ((sig & Top) == UInt128.Zero)
             return new Float80(sign, 0, (ulong)(sig >> 64));
         return new Float80(sign, e + Bias, (ulong)(sig >> 64));
     }
+
+    /// <summary>
+    /// A finite operand an instruction returns without arithmetic (FSCALE by ±0, FPREM/FPREM1 by ±∞):
+    /// not rounded and not checked for tininess, so no #U or #P whatever the masks; a pseudo-denormal
+    /// comes back re-encoded with exponent 1, as the hardware's operand normalisation leaves it.
+    /// </summary>
+    internal static Float80 Unchanged(Float80 a) =>
+        a.Exponent == 0 && (a.Significand & Float80.IntegerBit) != 0 ? new Float80(a.Sign, 1, a.Significand) : a;
 
     internal static Float80 Quiet(Float80 v) => new(v.SignExponent, v.Significand | Float80.QuietBit);
 

@@ -111,7 +111,12 @@ internal sealed class X87CaseGenerator
         switch (m)
         {
             case Mnemonic.F2xm1: if (_rng.Next(4) != 0) st0 = _values.Around(-80, -1); break;
-            case Mnemonic.Fyl2x: if (_rng.Next(4) != 0) { st0 = _values.Around(-200, 200).Abs(); st1 = _values.Around(-20, 20); } break;
+            case Mnemonic.Fyl2x:
+                if (_rng.Next(4) != 0) { st0 = _values.Around(-200, 200).Abs(); st1 = _values.Around(-20, 20); }
+                // x = 2^k (denormal and pseudo-denormal encodings too), where the host result is compared exactly.
+                if (_rng.Next(4) == 0)
+                    st0 = _rng.Next(6) == 0 ? new Float80(0, 1UL << _rng.Next(64)) : new Float80((ushort)_rng.Next(1, 0x7FFF), Float80.IntegerBit);
+                break;
             case Mnemonic.Fyl2xp1: if (_rng.Next(4) != 0) { st0 = _values.Around(-70, -3); st1 = _values.Around(-20, 20); } break;
             case Mnemonic.Fpatan: if (_rng.Next(3) != 0) { st0 = _values.Around(-40, 40); st1 = _values.Around(-40, 40); } break;
             case Mnemonic.Fsin or Mnemonic.Fcos or Mnemonic.Fsincos or Mnemonic.Fptan: if (_rng.Next(5) != 0) st0 = _values.Around(-70, 1); break;

@@ -116,9 +116,9 @@ public class X87UnitTests
         Assert.Equal(0xFFFF_3000u, U32(img, 4));            // FSW: TOP = 6
         Assert.Equal(0xFFFF_0FFFu, U32(img, 8));            // FTW: R6, R7 valid, R0–R5 empty
         Assert.Equal((uint)faddAt, U32(img, 12));           // FIP
-        Assert.Equal(0x0005_0010u, U32(img, 16));           // FCS = 10H, FOP = D8 05 → 005H
+        Assert.Equal(0x0005_0000u, U32(img, 16));           // FCS deprecated: 0000H; FOP = D8 05 → 005H
         Assert.Equal((uint)Data, U32(img, 20));             // FDP
-        Assert.Equal(0xFFFF_0018u, U32(img, 24));           // FDS
+        Assert.Equal(0xFFFF_0000u, U32(img, 24));           // FDS deprecated: 0000H
         AssertRegisters(img, 28);
         AssertInitialised(m);
     }
@@ -147,9 +147,9 @@ public class X87UnitTests
         Assert.Equal(0x3000, U16(img, 2));
         Assert.Equal(0x0FFF, U16(img, 4));
         Assert.Equal((ushort)labels[0], U16(img, 6));      // FIP offset (low 16 bits)
-        Assert.Equal(0x0010, U16(img, 8));                 // FCS
+        Assert.Equal(0x0000, U16(img, 8));                 // FCS (deprecated)
         Assert.Equal((ushort)Data, U16(img, 10));          // FDP
-        Assert.Equal(0x0018, U16(img, 12));                // FDS
+        Assert.Equal(0x0000, U16(img, 12));                // FDS (deprecated)
         AssertRegisters(img, 14);
         AssertInitialised(m);
     }

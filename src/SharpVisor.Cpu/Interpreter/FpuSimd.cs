@@ -426,10 +426,13 @@ public sealed unsafe partial class SoftwareVcpu
         }
         else
         {
+            // FCS and FDS are deprecated (CPUID.(7,0):EBX[13], which CpuModel advertises): stored
+            // as 0 in every mode. The engine keeps the selectors only for the real-mode FSTENV and
+            // FSAVE images, whose pointers are linear (X87Environment.cs).
             BinaryPrimitives.WriteUInt32LittleEndian(area[8..], (uint)_fip);
-            BinaryPrimitives.WriteUInt32LittleEndian(area[12..], _fcs);
+            BinaryPrimitives.WriteUInt32LittleEndian(area[12..], 0);
             BinaryPrimitives.WriteUInt32LittleEndian(area[16..], (uint)_fdp);
-            BinaryPrimitives.WriteUInt32LittleEndian(area[20..], _fds);
+            BinaryPrimitives.WriteUInt32LittleEndian(area[20..], 0);
         }
         BinaryPrimitives.WriteUInt32LittleEndian(area[24..], _mxcsr);
         BinaryPrimitives.WriteUInt32LittleEndian(area[28..], MxcsrMask);

@@ -22,8 +22,12 @@
 //     exception is always reported as #MF (vector 16) on the next waiting instruction.
 //   * FOP is recomputed from the decoded instruction (ESC low bits and a reconstructed ModRM byte);
 //     a redundant SIB byte (a non-canonical encoding) would make the hardware's R/M field differ.
-//   * FCS/FDS are kept (CPUID does not advertise their deprecation); FDP is updated by every
-//     non-control instruction with a memory operand (not only on unmasked exceptions).
+//   * FCS and FDS are deprecated (CPUID.(EAX=07H,ECX=0):EBX[13] = 1, as on current Intel processors):
+//     outside real and virtual-8086 mode they are recorded and saved as 0000H; in those modes the
+//     selectors are kept internally, only to form the linear FIP/FDP of the real-mode images (the
+//     host could not check those: nested KVM emulates real mode without x87). FDP is updated by
+//     every non-control instruction with a memory operand (EBX[6], FDP only on exceptions, is not
+//     advertised).
 using Iced.Intel;
 using SharpVisor.Cpu.State;
 using SharpVisor.SoftFloat;
@@ -154,11 +158,12 @@ public sealed unsafe partial class SoftwareVcpu
         else if (i.OpCount > 1 && i.Op1Kind == OpKind.Register && i.Op1Register.IsST())
             fop |= StIndex(i.Op1Register);
         _fop = (ushort)fop;
-        _fcs = _seg[Seg.CS].Selector;
+        bool real = X87RealModeLayout;
+        _fcs = real ? _seg[Seg.CS].Selector : (ushort)0;
         _fip = i.IP;
         if (memory)
         {
-            _fds = _seg[MemSeg(ref i)].Selector;
+            _fds = real ? _seg[MemSeg(ref i)].Selector : (ushort)0;
             _fdp = EffectiveAddress(ref i);
         }
     }

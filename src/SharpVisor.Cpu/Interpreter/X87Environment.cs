@@ -7,6 +7,8 @@
 // computed as selector·16 + offset; loading such an image sets the offset to that linear value and
 // the selector to 0, so a save after a load gives the same bytes. The reserved upper halves of the
 // 32-bit image's 16-bit fields are written as FFFFH, as Intel processors do; they are ignored on load.
+// FCS and FDS are deprecated (CPUID.(EAX=07H,ECX=0):EBX[13], SDM Vol. 1 §8.1.8): the protected-mode
+// layouts store them as 0000H and loading one ignores them, as on the host CPU.
 using System.Buffers.Binary;
 using Iced.Intel;
 using SharpVisor.Cpu.State;
@@ -35,9 +37,9 @@ public sealed unsafe partial class SoftwareVcpu
                 BinaryPrimitives.WriteUInt32LittleEndian(env[4..], 0xFFFF_0000u | sw);
                 BinaryPrimitives.WriteUInt32LittleEndian(env[8..], 0xFFFF_0000u | tw);
                 BinaryPrimitives.WriteUInt32LittleEndian(env[12..], (uint)_fip);
-                BinaryPrimitives.WriteUInt32LittleEndian(env[16..], _fcs | (uint)fop << 16);
+                BinaryPrimitives.WriteUInt32LittleEndian(env[16..], (uint)fop << 16); // FCS: 0000H
                 BinaryPrimitives.WriteUInt32LittleEndian(env[20..], (uint)_fdp);
-                BinaryPrimitives.WriteUInt32LittleEndian(env[24..], 0xFFFF_0000u | _fds);
+                BinaryPrimitives.WriteUInt32LittleEndian(env[24..], 0xFFFF_0000u); // FDS: 0000H
             }
             else
             {
@@ -45,9 +47,9 @@ public sealed unsafe partial class SoftwareVcpu
                 BinaryPrimitives.WriteUInt16LittleEndian(env[2..], sw);
                 BinaryPrimitives.WriteUInt16LittleEndian(env[4..], tw);
                 BinaryPrimitives.WriteUInt16LittleEndian(env[6..], (ushort)_fip);
-                BinaryPrimitives.WriteUInt16LittleEndian(env[8..], _fcs);
+                BinaryPrimitives.WriteUInt16LittleEndian(env[8..], 0); // FCS
                 BinaryPrimitives.WriteUInt16LittleEndian(env[10..], (ushort)_fdp);
-                BinaryPrimitives.WriteUInt16LittleEndian(env[12..], _fds);
+                BinaryPrimitives.WriteUInt16LittleEndian(env[12..], 0); // FDS
             }
             return;
         }
@@ -95,17 +97,15 @@ public sealed unsafe partial class SoftwareVcpu
             {
                 _fip = BinaryPrimitives.ReadUInt32LittleEndian(env[12..]);
                 uint csOp = BinaryPrimitives.ReadUInt32LittleEndian(env[16..]);
-                _fcs = (ushort)csOp;
                 _fop = (ushort)((csOp >> 16) & 0x7FF);
                 _fdp = BinaryPrimitives.ReadUInt32LittleEndian(env[20..]);
-                _fds = BinaryPrimitives.ReadUInt16LittleEndian(env[24..]);
+                _fcs = _fds = 0;
             }
             else
             {
                 _fip = BinaryPrimitives.ReadUInt16LittleEndian(env[6..]);
-                _fcs = BinaryPrimitives.ReadUInt16LittleEndian(env[8..]);
                 _fdp = BinaryPrimitives.ReadUInt16LittleEndian(env[10..]);
-                _fds = BinaryPrimitives.ReadUInt16LittleEndian(env[12..]);
+                _fcs = _fds = 0;
                 // The 16-bit protected-mode image has no opcode field; FOP keeps its value.
             }
         }

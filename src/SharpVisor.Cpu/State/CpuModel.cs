@@ -56,6 +56,8 @@ public sealed class CpuModel
                 // EBX: FSGSBASE(0) BMI1(3) SMEP(7) BMI2(8) ERMS(9) ADX(19) SMAP(20) CLFLUSHOPT(23)
                 // TSC_ADJUST(1): with the invariant TSC it tells Linux the TSC needs no clocksource watchdog.
                 ebx = (1u << 0) | (1u << 1) | (1u << 3) | (1u << 7) | (1u << 8) | (1u << 9) | (1u << 19) | (1u << 20) | (1u << 23);
+                // FPU CS and FPU DS deprecated (13): the x87 stores them as 0000H, as current Intel parts do.
+                if (HasFpu) ebx |= 1u << 13;
                 ecx = 1u << 2; // UMIP
                 break;
             case 0xB:
