@@ -144,6 +144,11 @@ public sealed unsafe partial class SoftwareVcpu : IVcpu
         SetRflagsRaw(s.Rflags);
         _seg[Seg.ES] = s.Es; _seg[Seg.CS] = s.Cs; _seg[Seg.SS] = s.Ss;
         _seg[Seg.DS] = s.Ds; _seg[Seg.FS] = s.Fs; _seg[Seg.GS] = s.Gs;
+        // In virtual-8086 mode every segment cache is selector × 16 / 64 KiB / 0xF3 whatever was
+        // loaded before (the form VMX requires too): a state from a loader or snapshot that only
+        // sets the selectors gets the caches the CPU would have.
+        if ((s.Cr0 & Cr0.PE) != 0 && (s.Rflags & Rflags.VM) != 0)
+            for (int k = 0; k < _seg.Length; k++) _seg[k] = V86Segment(_seg[k].Selector);
         _ldtr = s.Ldtr; _tr = s.Tr; _gdtr = s.Gdtr; _idtr = s.Idtr;
         _cr0 = s.Cr0 | Cr0.ET; _cr2 = s.Cr2; _cr3 = s.Cr3; _cr4 = s.Cr4; _efer = s.Efer;
         // Written through only when it differs: writing CR8 clears TPR[3:0] of the APIC.

@@ -32,6 +32,8 @@
 //     0008:100924 (skipped).
 //   paging: #GP(0) injected at the MOV CR0, EAX that turns on 32-bit paging, 0008:1010bc; the
 //     guest reports it as an unexpected exception and exits 3 (skipped).
+//   vm86: #GP(0) injected at the MOV CR0, EAX that turns on 32-bit paging, 0008:100944, before
+//     virtual-8086 mode is entered (skipped).
 //   uarts: KVM_EXIT_INTERNAL_ERROR (emulation) at the IRET that ends its first interrupt handler
 //     (skipped).
 //   tpr: CR8 and the APIC's TPR agree both ways, and a TPR of 4 holds a class-4 interrupt, but
@@ -101,6 +103,7 @@ public partial class CrossEngineGuestTests
     [InlineData("rings", false)]
     [InlineData("exceptions", false)]
     [InlineData("taskswitch", false)]
+    [InlineData("vm86", false)]
     [InlineData("tpr", false)]
     [InlineData("uarts", false)]
     public void GuestReportsTheSameOnBothEngines(string guest, bool plain)

@@ -67,6 +67,7 @@ public class GuestTests
     [InlineData("exceptions")]
     [InlineData("taskswitch")]
     [InlineData("tpr")]
+    [InlineData("vm86")]
     public void SystemTestGuestPasses(string name)
     {
         var (r, text) = Boot(RepoFile($"guests/test/{name}.bin"));

@@ -39,16 +39,37 @@ public sealed unsafe partial class SoftwareVcpu
         return WriteSystem(descAddr + 5, 1, (byte)((desc >> 40) | 1));
     }
 
+    /// <summary>
+    /// The access rights of every segment register in virtual-8086 mode: present, S, DPL 3,
+    /// read/write data, accessed. The SDM (Vol. 3A §20.1.1) gives base = selector × 16 and a
+    /// 64-KiB limit; these rights are the ones VMX requires of all six segment registers when
+    /// RFLAGS.VM = 1 (Vol. 3C, "Checks on Guest Segment Registers"), so the state this
+    /// engine exports is the state KVM accepts and reports for a virtual-8086 guest.
+    /// </summary>
+    internal const uint V86SegmentRights = 0xF3;
+
+    internal bool InV86 => (_flags & Rflags.VM) != 0;
+
+    /// <summary>A segment register loaded in virtual-8086 mode (CS too): base = selector × 16, limit 0xFFFF.</summary>
+    internal static SegmentRegister V86Segment(ushort sel) =>
+        new() { Selector = sel, Base = (ulong)sel << 4, Limit = 0xFFFF, Attributes = V86SegmentRights };
+
     /// <summary>MOV/POP to a data segment register or SS, with every protected-mode check.</summary>
     internal Status LoadSegment(int seg, ushort sel)
     {
-        if (!_protected || (_flags & Rflags.VM) != 0)
+        if (InV86)
         {
-            // Real and virtual-8086 mode: base = selector × 16; limit and rights stay (unreal mode).
+            // Virtual-8086 mode: always a 64-KiB read/write segment at selector × 16 (no descriptor).
+            _seg[seg] = V86Segment(sel);
+            if (seg == Seg.SS) _interruptShadow = true;
+            return Status.Ok;
+        }
+        if (!_protected)
+        {
+            // Real mode: base = selector × 16; limit and rights stay (unreal mode).
             ref var s = ref _seg[seg];
             s.Selector = sel;
             s.Base = (ulong)sel << 4;
-            if ((_flags & Rflags.VM) != 0) { s.Limit = 0xFFFF; s.Attributes = 0xF3; }
             if (seg == Seg.SS) _interruptShadow = true;
             return Status.Ok;
         }

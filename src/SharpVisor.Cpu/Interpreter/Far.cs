@@ -8,7 +8,9 @@ namespace SharpVisor.Cpu;
 /// Far JMP/CALL (direct, and through call gates with the stack switch and parameter copy),
 /// far RET and IRET, in real, protected and long mode (SDM Vol. 2 JMP/CALL/RET/IRET, Vol. 3A §5.8).
 /// Transfers to a TSS or task gate and IRET with NT=1 go to the hardware task switch (TaskSwitch.cs).
-/// Not yet: virtual-8086 mode, which stops the VM with a message.
+/// Virtual-8086 mode (SDM Vol. 3A chapter 20, without the VME extensions): far JMP/CALL/RET load CS
+/// real-mode style; IRET inside it is IOPL-sensitive and keeps VM and IOPL; IRET at CPL 0 with
+/// VM=1 in the popped EFLAGS enters it, popping ESP, SS, ES, DS, FS and GS too.
 /// </summary>
 public sealed unsafe partial class SoftwareVcpu
 {
@@ -26,13 +28,14 @@ public sealed unsafe partial class SoftwareVcpu
     internal Status FarTransfer(ushort sel, ulong offset, int opSize, bool call)
     {
         _endBlock = true;
-        if (!_protected || (_flags & Rflags.VM) != 0)
+        if (!_protected || InV86)
         {
+            // The target must be inside the CS limit (a 32-bit offset can be beyond 64 KiB).
+            ulong target = offset & IpMaskForOpSize(opSize);
+            if (target > _seg[Seg.CS].Limit) return GP(0);
             if (call && PushFarReturn(opSize) is var st0 && st0 != Status.Ok) return st0;
-            ref var cs = ref _seg[Seg.CS];
-            cs.Selector = sel;
-            cs.Base = (ulong)sel << 4;
-            _rip = offset & IpMaskForOpSize(opSize);
+            LoadRealStyleCs(sel);
+            _rip = target;
             UpdateMode();
             return Status.Ok;
         }
@@ -168,12 +171,12 @@ public sealed unsafe partial class SoftwareVcpu
         st = PopFrom(ref sp, size, out ulong csv);
         if (st != Status.Ok) return st;
         ushort sel = (ushort)csv;
-        if (!_protected || (_flags & Rflags.VM) != 0)
+        if (!_protected || InV86)
         {
-            ref var cs = ref _seg[Seg.CS];
-            cs.Selector = sel;
-            cs.Base = (ulong)sel << 4;
-            _rip = ip & IpMaskForOpSize(size);
+            ip &= IpMaskForOpSize(size);
+            if (ip > _seg[Seg.CS].Limit) return GP(0);
+            LoadRealStyleCs(sel);
+            _rip = ip;
             SetSp(sp + imm);
             UpdateMode();
             return Status.Ok;
@@ -205,6 +208,19 @@ public sealed unsafe partial class SoftwareVcpu
         _rip = target64 ? ip : ip & IpMaskForOpSize(size);
         SetSp(sp);
         return Status.Ok;
+    }
+
+    /// <summary>CS of a far transfer in real mode (limit and rights stay) or virtual-8086 mode.</summary>
+    private void LoadRealStyleCs(ushort sel)
+    {
+        if (InV86)
+        {
+            _seg[Seg.CS] = V86Segment(sel);
+            return;
+        }
+        ref var cs = ref _seg[Seg.CS];
+        cs.Selector = sel;
+        cs.Base = (ulong)sel << 4;
     }
 
     /// <summary>
@@ -275,7 +291,8 @@ public sealed unsafe partial class SoftwareVcpu
             RecomputeSingleStep();
             return Status.Ok;
         }
-        if ((_flags & Rflags.VM) != 0) return Unsupported("IRET in virtual-8086 mode");
+        // Virtual-8086 mode comes before the NT check (IRET pseudo-code): NT has no meaning there.
+        if (InV86) return IretInV86(size);
         if ((_flags & Rflags.NT) != 0)
         {
             if (_longMode) return GP(0);
@@ -285,7 +302,8 @@ public sealed unsafe partial class SoftwareVcpu
         st = PopFrom(ref sp, size, out ulong csv); if (st != Status.Ok) return st;
         st = PopFrom(ref sp, size, out ulong fl); if (st != Status.Ok) return st;
         if (size == 2) fl = (GetRflags() & ~0xFFFFUL) | (fl & 0xFFFF);
-        if (!_longMode && (fl & Rflags.VM) != 0 && _cpl == 0) return Unsupported("IRET to virtual-8086 mode");
+        // Only a 32-bit IRET can pop VM=1; IA-32e mode ignores the bit (it is not changeable there).
+        if (!_longMode && (fl & Rflags.VM) != 0 && _cpl == 0) return IretToV86(sp, ip, (ushort)csv, fl);
         ushort sel = (ushort)csv;
         st = CheckReturnCs(sel, ip, out var d, out ulong addr, out ulong raw, out bool target64);
         if (st != Status.Ok) return st;
@@ -318,6 +336,61 @@ public sealed unsafe partial class SoftwareVcpu
         }
         else SetSp(sp);
         if (rpl > oldCpl) ValidateSegmentsAfterPrivilegeDrop();
+        _nmiBlocked = false;
+        RecomputeSingleStep();
+        return Status.Ok;
+    }
+
+    /// <summary>
+    /// IRET inside virtual-8086 mode (IRET pseudo-code RETURN-FROM-VIRTUAL-8086-MODE, CR4.VME=0):
+    /// #GP(0) unless IOPL = 3, so that a monitor can emulate it; otherwise a real-mode style return
+    /// that cannot change VM, IOPL, VIP or VIF.
+    /// </summary>
+    private Status IretInV86(int size)
+    {
+        if (Iopl < 3) return GP(0);
+        ulong sp = _gpr[Gpr.Rsp];
+        var st = PopFrom(ref sp, size, out ulong ip); if (st != Status.Ok) return st;
+        st = PopFrom(ref sp, size, out ulong csv); if (st != Status.Ok) return st;
+        st = PopFrom(ref sp, size, out ulong fl); if (st != Status.Ok) return st;
+        ip &= IpMaskForOpSize(size);
+        if (ip > _seg[Seg.CS].Limit) return GP(0);
+        ulong mask = (size == 2 ? 0xFFFFUL : Rflags.Writable) & ~(Rflags.VM | Rflags.IOPL | Rflags.VIP | Rflags.VIF);
+        SetSp(sp);
+        _seg[Seg.CS] = V86Segment((ushort)csv);
+        _rip = ip;
+        SetRflagsRaw((GetRflags() & ~mask) | (fl & mask));
+        UpdateMode();
+        _nmiBlocked = false;
+        RecomputeSingleStep();
+        return Status.Ok;
+    }
+
+    /// <summary>
+    /// IRET at CPL 0 whose EFLAGS image has VM=1 (RETURN-TO-VIRTUAL-8086-MODE): ESP, SS, ES, DS,
+    /// FS and GS follow EIP, CS and EFLAGS on the stack (32-bit slots, selectors in the low word);
+    /// EFLAGS is loaded whole, every segment register real-mode style, and CPL becomes 3.
+    /// </summary>
+    private Status IretToV86(ulong sp, ulong ip, ushort cs, ulong fl)
+    {
+        // The new CS limit is 64 KiB.
+        if (ip > 0xFFFF) return GP(0);
+        Span<ulong> rest = stackalloc ulong[6]; // ESP, SS, ES, DS, FS, GS
+        for (int k = 0; k < rest.Length; k++)
+        {
+            var st = PopFrom(ref sp, 4, out rest[k]);
+            if (st != Status.Ok) return st;
+        }
+        SetRflagsRaw(fl);
+        _seg[Seg.CS] = V86Segment(cs);
+        _seg[Seg.SS] = V86Segment((ushort)rest[1]);
+        _seg[Seg.ES] = V86Segment((ushort)rest[2]);
+        _seg[Seg.DS] = V86Segment((ushort)rest[3]);
+        _seg[Seg.FS] = V86Segment((ushort)rest[4]);
+        _seg[Seg.GS] = V86Segment((ushort)rest[5]);
+        _gpr[Gpr.Rsp] = rest[0] & 0xFFFF_FFFF;
+        _rip = ip;
+        UpdateMode(); // CPL 3, 16-bit code
         _nmiBlocked = false;
         RecomputeSingleStep();
         return Status.Ok;

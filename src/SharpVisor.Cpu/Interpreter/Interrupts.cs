@@ -19,7 +19,10 @@ internal enum EventKind : byte
 /// Interrupt and exception delivery (SDM Vol. 3A chapter 6): real-mode IVT, 32-bit IDT gates with
 /// stack switches from the TSS, 64-bit IDT gates with IST, and IRET in every mode. The return
 /// address is the vCPU's RIP when delivery starts (the faulting or next instruction).
-/// Task gates in a 32-bit IDT switch tasks (TaskSwitch.cs). Not yet: virtual-8086 mode.
+/// Task gates in a 32-bit IDT switch tasks (TaskSwitch.cs). From virtual-8086 mode (Vol. 3A
+/// §20.3, INT n pseudo-code INTERRUPT-FROM-VIRTUAL-8086-MODE) an interrupt or trap gate must lead
+/// to a ring-0 nonconforming code segment: the handler runs on the TSS's ring-0 stack with GS, FS,
+/// DS, ES, SS, ESP, EFLAGS, CS, EIP (and the error code) pushed and DS..GS null.
 /// </summary>
 public sealed unsafe partial class SoftwareVcpu
 {
@@ -89,7 +92,13 @@ public sealed unsafe partial class SoftwareVcpu
         bool conforming = (cs.Type & 4) != 0;
         int size = gate32 ? 4 : 2;
         ulong flags = GetRflags();
-        if ((flags & Rflags.VM) != 0) return Unsupported("interrupt from virtual-8086 mode");
+        if ((flags & Rflags.VM) != 0)
+        {
+            // Only a nonconforming ring-0 handler can serve virtual-8086 mode; any other target
+            // (conforming, or DPL 1-3) is #GP(new CS selector + EXT).
+            if (conforming || cs.Dpl != 0) return GP((uint)(sel & 0xFFFC) + ext);
+            return DeliverFromV86(cs, offset, size, trap, flags, hasErr, err, ext);
+        }
         int newCpl = conforming ? _cpl : cs.Dpl;
 
         if (newCpl < _cpl)
@@ -125,6 +134,46 @@ public sealed unsafe partial class SoftwareVcpu
         _lfOp = FlagOp.None;
         cs.Attributes |= 1;
         CommitCs(cs, newCpl);
+        _rip = offset;
+        RecomputeSingleStep();
+        return Status.Ok;
+    }
+
+    /// <summary>
+    /// INTERRUPT-FROM-VIRTUAL-8086-MODE: the ring-0 SS:ESP from the TSS, the v86 segment
+    /// registers and the usual frame pushed in the gate's size, DS/ES/FS/GS made null (they
+    /// hold real-mode style values no protected-mode handler could use), VM/TF/RF/NT cleared.
+    /// Nothing changes before every push and check has passed.
+    /// </summary>
+    private Status DeliverFromV86(SegmentRegister cs, ulong offset, int size, bool trap, ulong flags, bool hasErr, uint err, uint ext)
+    {
+        var st = ReadTssStack(0, out ushort newSs, out ulong newSp);
+        if (st != Status.Ok) return st;
+        st = CheckStackSegment(newSs, 0, out var ssDesc, out ulong ssAddr, out ulong ssRaw);
+        if (st != Status.Ok) return st;
+        ulong sp = newSp;
+        foreach (int seg in (ReadOnlySpan<int>)[Seg.GS, Seg.FS, Seg.DS, Seg.ES, Seg.SS])
+        {
+            st = PushOn(ssDesc, ref sp, size, _seg[seg].Selector);
+            if (st != Status.Ok) return st;
+        }
+        st = PushOn(ssDesc, ref sp, size, _gpr[Gpr.Rsp] & 0xFFFF_FFFF); if (st != Status.Ok) return st;
+        st = PushOn(ssDesc, ref sp, size, flags); if (st != Status.Ok) return st;
+        st = PushOn(ssDesc, ref sp, size, _seg[Seg.CS].Selector); if (st != Status.Ok) return st;
+        st = PushOn(ssDesc, ref sp, size, _rip); if (st != Status.Ok) return st;
+        if (hasErr) { st = PushOn(ssDesc, ref sp, size, err); if (st != Status.Ok) return st; }
+        if (offset > cs.Limit) return GP(ext);
+        SetAccessed(ssAddr, ssRaw);
+        ssDesc.Attributes |= 1;
+        _seg[Seg.SS] = ssDesc;
+        _gpr[Gpr.Rsp] = ssDesc.DefaultBig ? sp & 0xFFFF_FFFF : (_gpr[Gpr.Rsp] & ~0xFFFFUL) | (sp & 0xFFFF);
+        foreach (int seg in (ReadOnlySpan<int>)[Seg.ES, Seg.DS, Seg.FS, Seg.GS])
+            _seg[seg] = new SegmentRegister { Attributes = SegmentRegister.AttrUnusable };
+        // VM must be clear before CommitCs recomputes the mode (with it set, CPL would stay 3).
+        _flags = flags & ~(Rflags.TF | Rflags.NT | Rflags.RF | Rflags.VM | (trap ? 0 : Rflags.IF));
+        _lfOp = FlagOp.None;
+        cs.Attributes |= 1;
+        CommitCs(cs, 0);
         _rip = offset;
         RecomputeSingleStep();
         return Status.Ok;

@@ -31,7 +31,6 @@ internal enum TaskSwitchSource : byte
 ///
 /// Deliberate deviations and simplifications:
 /// - The TSS debug trap flag (T, offset 100) is ignored: no #DB is raised on entry to the new task.
-/// - A new task whose EFLAGS has VM=1 stops the VM (virtual-8086 mode is not implemented).
 /// - PAE page-directory-pointer entries are not cached by this MMU, so loading CR3 from the TSS
 ///   never faults on them.
 /// - RF is not set in the EFLAGS image saved for a task switch caused by a fault (the
@@ -184,7 +183,8 @@ public sealed unsafe partial class SoftwareVcpu
             st = ReadTssField(nt.Base, Tss16Ldt, 2, out uint l); if (st != Status.Ok) return st;
             ldt = (ushort)l;
         }
-        if ((eflags & Rflags.VM) != 0) return Unsupported("task switch to a virtual-8086 task");
+        // VM=1 in the new EFLAGS makes it a virtual-8086 task (§8.3 step 12; §20.2.5, "Entering Virtual-8086 Mode"): its
+        // segment registers load real-mode style (LoadTaskSegments). A 16-bit TSS cannot hold VM.
 
         // The old TSS must hold its dynamic fields.
         bool old32 = (_tr.Type & 8) != 0;
@@ -287,7 +287,9 @@ public sealed unsafe partial class SoftwareVcpu
     /// </summary>
     private Status LoadTaskSegments(ReadOnlySpan<ushort> sreg, ushort ldt, uint ext)
     {
-        int newCpl = sreg[Seg.CS] & 3;
+        // EFLAGS is already the new task's: VM=1 means a virtual-8086 task, which runs at CPL 3.
+        bool v86 = InV86;
+        int newCpl = v86 ? 3 : sreg[Seg.CS] & 3;
         _ldtr = new SegmentRegister { Selector = ldt, Attributes = SegmentRegister.AttrUnusable };
         for (int k = 0; k < 6; k++)
         {
@@ -310,6 +312,14 @@ public sealed unsafe partial class SoftwareVcpu
             if (ld.IsCodeOrData || ld.Type != 2) return Fault(Vector.TS, lerr);
             if (!ld.Present) return Fault(Vector.TS, lerr);
             _ldtr = ld;
+        }
+
+        if (v86)
+        {
+            // No descriptors are read for a virtual-8086 task (Table 8-1 applies to protected-mode tasks).
+            for (int k = 0; k < 6; k++) _seg[k] = V86Segment(sreg[k]);
+            UpdateMode();
+            return Status.Ok;
         }
 
         // CS: a code segment whose DPL fits its RPL (the new CPL).
