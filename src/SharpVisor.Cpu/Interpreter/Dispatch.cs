@@ -163,6 +163,9 @@ public sealed unsafe partial class SoftwareVcpu
     {
         if (vector < _exceptionCounts.Length) _exceptionCounts[vector]++;
         if (vector == Vector.PF) _cr2 = _pendingCr2;
+        // A faulting instruction did not complete: the breakpoints its accesses hit are not
+        // reported (it hits them again when it is restarted). Breakpoints.cs.
+        _debugHits = 0;
         // Faults on the delivery path leave the vCPU's RIP at the faulting instruction.
         return DeliverEvent(vector, hasErr, err, EventKind.Exception);
     }
@@ -173,22 +176,51 @@ public sealed unsafe partial class SoftwareVcpu
         return Status.Exit;
     }
 
-    /// <summary>After a single-instruction block: single-step trap (TF) as #DB.</summary>
+    /// <summary>
+    /// After a single-instruction block: the trap-class #DB of the instruction — single step (TF
+    /// when it started: DR6.BS) and data or I/O breakpoints it hit (DR6.B0–B3, Breakpoints.cs) —
+    /// as one exception. B0–B3 are rewritten with what this #DB reports, as QEMU and KVM do
+    /// (SDM Vol. 3B §17.2.3: "certain debug exceptions may clear bits 0-3"); the other DR6 bits stay.
+    /// </summary>
     private Status AfterSingleStep()
     {
         RecomputeSingleStep();
-        if (_pendingSingleStep)
+        uint hits = _debugHits;
+        if (_pendingSingleStep || hits != 0)
         {
+            ulong dr6 = (_dr[6] & ~0xFUL) | hits;
+            if (_pendingSingleStep) dr6 |= Dr6Bs;
+            _dr[6] = dr6;
             _pendingSingleStep = false;
-            _dr[6] |= 1UL << 14; // BS
+            _debugHits = 0;
             return CompleteDelivery(DeliverEvent(Vector.DB, false, 0, EventKind.Exception));
         }
         return Status.Ok;
     }
 
-    /// <summary>Execute breakpoints (DR7 Ln/Gn with R/W = 00) match before the instruction runs (a fault).</summary>
+    /// <summary>
+    /// Before each instruction of a single-instruction block. First, breakpoint hits still pending
+    /// from what ran since the last instruction boundary — an instruction that left the engine
+    /// with an exit (OUT, an MMIO write), or an event delivery whose accesses hit — are delivered
+    /// now as their trap (the saved RIP is this instruction, which has not run); hits of an
+    /// instruction that is being re-executed with the VMM's input are dropped (it hits again).
+    /// Then execute breakpoints (DR7 Ln/Gn with R/W = 00) match before the instruction runs: a
+    /// fault with DR6.Bn for every enabled one at this address, unless RF is set; RF is cleared
+    /// here, at the start of the instruction (SDM Vol. 3B §17.3.1.1).
+    /// </summary>
     private Status CheckExecuteBreakpoint(ulong rip)
     {
+        if (_debugHits != 0)
+        {
+            uint pending = _debugHits;
+            _debugHits = 0;
+            if (_inputCount == 0)
+            {
+                _dr[6] = (_dr[6] & ~0xFUL) | pending;
+                _excVector = Vector.DB; _excHasError = false; _excError = 0;
+                return Status.Fault;
+            }
+        }
         ulong dr7 = _dr[7];
         if ((dr7 & 0xFF) == 0 || (_flags & Rflags.RF) != 0)
         {
@@ -196,25 +228,30 @@ public sealed unsafe partial class SoftwareVcpu
             return Status.Ok;
         }
         ulong lin = _mode64 ? rip : (_seg[Seg.CS].Base + rip) & 0xFFFF_FFFF;
+        uint match = 0;
         for (int n = 0; n < 4; n++)
         {
-            if (((dr7 >> (n * 2)) & 3) == 0) continue;
-            if (((dr7 >> (16 + n * 4)) & 3) != 0) continue; // data breakpoints: not yet implemented
-            if (_dr[n] == lin)
-            {
-                _dr[6] = (_dr[6] & ~0xFUL) | (1UL << n);
-                _excVector = Vector.DB; _excHasError = false;
-                return Status.Fault;
-            }
+            if (!BreakpointEnabled(dr7, n) || BreakpointRw(dr7, n) != RwExecute) continue;
+            if (BreakpointAddress(n) == lin) match |= 1u << n;
         }
-        return Status.Ok;
+        if (match == 0) return Status.Ok;
+        _dr[6] = (_dr[6] & ~0xFUL) | match;
+        _excVector = Vector.DB; _excHasError = false; _excError = 0;
+        return Status.Fault;
     }
 
     /// <summary>TF was set when the instruction started: a #DB trap follows it.</summary>
     internal bool _pendingSingleStep;
 
+    /// <summary>
+    /// Blocks of one instruction while TF is set, any breakpoint is enabled in DR7 (every
+    /// instruction is checked before and after it runs), or RF is set (the next instruction must
+    /// clear it, CheckExecuteBreakpoint). Also refreshes the watched breakpoints when DR7 changed
+    /// behind MOV DRn's back (a task switch clears L0–L3).
+    /// </summary>
     internal void RecomputeSingleStep()
     {
-        _singleInstructionBlocks = (_flags & Rflags.TF) != 0 || (_dr[7] & 0xFF) != 0;
+        if (_dr[7] != _watchDr7) UpdateBreakpoints();
+        _singleInstructionBlocks = (_flags & (Rflags.TF | Rflags.RF)) != 0 || (_dr[7] & 0xFF) != 0;
     }
 }

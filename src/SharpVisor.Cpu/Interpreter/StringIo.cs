@@ -4,7 +4,10 @@ using SharpVisor.Cpu.State;
 
 namespace SharpVisor.Cpu;
 
-/// <summary>String instructions with every REP form and address size, and port I/O with IOPL and the TSS I/O bitmap.</summary>
+/// <summary>
+/// String instructions with every REP form and address size, and port I/O with IOPL and the TSS
+/// I/O bitmap. I/O and data breakpoints (Breakpoints.cs) stop a REP form after the iteration that hit.
+/// </summary>
 public sealed unsafe partial class SoftwareVcpu
 {
     /// <summary>Iterations of a REP string instruction before the engine looks at interrupts again.</summary>
@@ -61,12 +64,16 @@ public sealed unsafe partial class SoftwareVcpu
             // out in order, and the replay buffer holds the inputs of this execution's elements only —
             // a later element's NeedInput would re-execute the instruction from the registers as they
             // are now, replaying the earlier element's input into the wrong element.
-            if (n >= RepBudget || (n > 0 && (_outputCount > 0 || _inputCount > 0)))
+            // A data or I/O breakpoint hit by the element just done stops it too: its #DB trap comes
+            // between iterations and pushes RF = 1 (SDM Vol. 3B §17.3.1.1), so the instruction
+            // resumes on return without matching an execute breakpoint again (Breakpoints.cs).
+            if (n >= RepBudget || (n > 0 && (_outputCount > 0 || _inputCount > 0 || _debugHits != 0)))
             {
                 // Let interrupts and exits in; the instruction resumes where it stopped (the registers
                 // already describe the elements done; ExecuteBlock then empties the replay buffer).
                 _rip = i.IP;
                 _endBlock = true;
+                if (_debugHits != 0) _flags |= Rflags.RF;
                 return Status.Ok;
             }
             ulong si = _gpr[Gpr.Rsi] & amask, di = _gpr[Gpr.Rdi] & amask;
@@ -121,6 +128,7 @@ public sealed unsafe partial class SoftwareVcpu
                     // Probe the destination first: the port is read only when the store can complete.
                     st = Linear(Seg.ES, di, size, Access.Write, out ulong lin); if (st != Status.Ok) return st;
                     st = ProbeWrite(lin, size); if (st != Status.Ok) return st;
+                    NoteIoAccess((ushort)_gpr[Gpr.Rdx], size);
                     if (!TryInput(ExitReason.IoIn, _gpr[Gpr.Rdx] & 0xFFFF, size, out ulong v)) return Status.NeedInput;
                     st = WriteLinear(lin, size, v); if (st != Status.Ok) return st;
                     AdvanceIndex(Gpr.Rdi, asz, delta);
@@ -128,13 +136,18 @@ public sealed unsafe partial class SoftwareVcpu
                     if (rep)
                     {
                         AdvanceCounter(asz);
-                        if ((_gpr[Gpr.Rcx] & amask) != 0) { _rip = i.IP; _endBlock = true; }
+                        if ((_gpr[Gpr.Rcx] & amask) != 0)
+                        {
+                            _rip = i.IP; _endBlock = true;
+                            if (_debugHits != 0) _flags |= Rflags.RF; // a #DB trap between iterations (see above)
+                        }
                     }
                     return Status.Ok;
                 }
                 default: // Outs
                 {
                     st = Read(srcSeg, si, size, out ulong v); if (st != Status.Ok) return st;
+                    NoteIoAccess((ushort)_gpr[Gpr.Rdx], size);
                     Output(ExitReason.IoOut, _gpr[Gpr.Rdx] & 0xFFFF, size, v);
                     AdvanceIndex(Gpr.Rsi, asz, delta);
                     break;
@@ -233,6 +246,7 @@ public sealed unsafe partial class SoftwareVcpu
         ushort port = i.Op1Kind == OpKind.Register ? (ushort)_gpr[Gpr.Rdx] : (ushort)i.Immediate8;
         var st = CheckIoPermission(port, size);
         if (st != Status.Ok) return st;
+        NoteIoAccess(port, size);
         if (!TryInput(ExitReason.IoIn, port, size, out ulong v)) return Status.NeedInput;
         SetReg(i.Op0Register, v);
         return Status.Ok;
@@ -244,6 +258,7 @@ public sealed unsafe partial class SoftwareVcpu
         ushort port = i.Op0Kind == OpKind.Register ? (ushort)_gpr[Gpr.Rdx] : (ushort)i.Immediate8;
         var st = CheckIoPermission(port, size);
         if (st != Status.Ok) return st;
+        NoteIoAccess(port, size);
         Output(ExitReason.IoOut, port, size, GetReg(i.Op1Register));
         return Status.Ok;
     }

@@ -25,13 +25,17 @@ public sealed unsafe partial class SoftwareVcpu
         if (sysReg.IsDR())
         {
             int n = sysReg - Register.DR0;
+            if (n > 7) return UD(); // DR8–DR15 (REX.R) do not exist
+            // DR4/DR5 are reserved with debug extensions, aliases of DR6/DR7 without (SDM Vol. 3B §17.2.2).
             if ((n == 4 || n == 5) && (_cr4 & Cr4.DE) != 0) return UD();
+            if ((_dr[7] & Dr7Gd) != 0) return GeneralDetect(); // Breakpoints.cs
             if (n == 4) n = 6; else if (n == 5) n = 7;
             if (toSystem)
             {
                 ulong v = GetReg(gpr);
                 if (_mode64 && n >= 6 && (v >> 32) != 0) return GP(0);
                 _dr[n] = n switch { 6 => (v & 0xE00F) | 0xFFFF_0FF0, 7 => (v & 0xFFFF_2BFF) | 0x400, _ => v };
+                UpdateBreakpoints();
                 RecomputeSingleStep();
                 _endBlock = true;
             }

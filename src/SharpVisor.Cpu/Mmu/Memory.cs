@@ -7,6 +7,7 @@ namespace SharpVisor.Cpu;
 /// <summary>
 /// Guest memory accesses: segmentation (limits and rights, SDM Vol. 3A §5.3–5.6; canonical checks
 /// in 64-bit mode), then the TLB fast path, then the page walk; non-RAM goes out as MMIO exits.
+/// Data breakpoints are compared on the slow path only (pages they watch never enter the TLB).
 /// </summary>
 public sealed unsafe partial class SoftwareVcpu
 {
@@ -131,6 +132,7 @@ public sealed unsafe partial class SoftwareVcpu
         }
         var s = TranslateSlow(lin, access, cls, out byte* host, out ulong gpa);
         if (s != Status.Ok) return s;
+        if (_dataWatch != 0 && access == Access.Read) NoteDataAccess(lin, size, write: false); // Breakpoints.cs
         if (host != null)
         {
             value = size switch { 1 => *host, 2 => *(ushort*)host, 4 => *(uint*)host, _ => *(ulong*)host };
@@ -159,6 +161,7 @@ public sealed unsafe partial class SoftwareVcpu
         }
         var s = TranslateSlow(lin, Access.Write, cls, out byte* host, out ulong gpa);
         if (s != Status.Ok) return s;
+        if (_dataWatch != 0) NoteDataAccess(lin, size, write: true); // Breakpoints.cs: RAM, ROM and MMIO alike
         if (host != null)
         {
             switch (size)

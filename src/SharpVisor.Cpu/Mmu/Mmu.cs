@@ -333,14 +333,18 @@ public sealed unsafe partial class SoftwareVcpu
         ulong large = w.LargeMask;
         if (large != 0) _tlbHasLarge = true;
         nint addend = (nint)page - (nint)(lin & PageMask);
+        // A page holding a watched data-breakpoint range stays out of the data TLBs: every access
+        // to it comes back here and through the comparison in ReadLinearSlow/WriteLinearSlow.
+        bool watched = _dataWatch != 0 && access != Access.Execute && IsWatchedPage(lin);
         switch (access)
         {
             case Access.Read:
-                _tlbRead[idx] = new TlbEntry { Tag = tag, Addend = addend, Global = w.Global, LargeMask = large };
+                if (!watched) _tlbRead[idx] = new TlbEntry { Tag = tag, Addend = addend, Global = w.Global, LargeMask = large };
                 break;
             case Access.Write:
                 if (IsReadOnlyPhys(gpa)) { host = null; gpa = ulong.MaxValue; return Status.Ok; } // ROM: writes dropped
                 if (_code.NoteWrite(gpa)) _endBlock = true; // the rest of this block may be stale
+                if (watched) break;
                 if (w.Dirty && !_code.HasCode(gpa))
                     _tlbWrite[idx] = new TlbEntry { Tag = tag, Addend = addend, Global = w.Global, LargeMask = large };
                 // A writable page is readable too.
