@@ -525,6 +525,36 @@ public class DebugBreakpointTests
         if (!write) Assert.Equal(0x400UL, s.Rcx); // DR7 with GD cleared by the #DB
     }
 
+    [Fact]
+    public void SingleStepTrapsAfterAnOutThatLeavesTheEngine()
+    {
+        // OUT ends its block with the port write for the VMM: the single-step #DB it owes must
+        // still follow it (with RIP after the OUT), before the next instruction runs.
+        using var m = Build(a =>
+        {
+            var afterOut = a.CreateLabel();
+            var end = a.CreateLabel();
+            a.mov(edx, 0x80);
+            a.pushfq();
+            a.or(__qword_ptr[rsp], (int)Tf);
+            a.popfq();
+            a.@out(dx, al);                       // TF set when it starts
+            a.Label(ref afterOut);
+            a.pushfq();
+            a.and(__qword_ptr[rsp], ~(int)Tf);
+            a.popfq();
+            a.Label(ref end);
+            a.hlt();
+            return [afterOut, end];
+        }, out var l);
+        RunToEnd(m, l[1] + 1);
+        var ev = Events(m);
+        Assert.True(ev.Count == 4, $"OUT at {l[0]:x}: #DB at " + string.Join(", ", ev.Select(e => $"{e.Rip:x} dr6 {e.Dr6:x}"))); // OUT, PUSHF, AND, POPF
+        Assert.Equal(l[0], ev[0].Rip);
+        Assert.Equal(Bs, ev[0].Dr6 & (Bs | 0xF));
+        Assert.Single(m.Outs, o => o.Port == 0x80);
+    }
+
     // ------------------------------------------------------------------ I/O breakpoints, DR4/DR5
 
     [Theory]

@@ -17,6 +17,28 @@ internal sealed class Block
     public required Instruction[] Instructions;
     /// <summary>The pre-decoded form of each instruction (same index as <see cref="Instructions"/>).</summary>
     public required Uop[] Ops;
+    /// <summary>
+    /// How many Uops the block loop calls: <see cref="Ops"/>.Length, or one less when the last two
+    /// instructions (a register ALU/INC/DEC and the Jcc that ends the block) run fused as one
+    /// handler call (the first of the pair has <see cref="Uop.Fused"/> set).
+    /// </summary>
+    public required int Run;
+    /// <summary>
+    /// Set when the block is in the cache and its last instruction is a pre-decoded one (a near
+    /// branch, or any fast form when the block ended at the page or length limit): such a block
+    /// cannot change CS, the mode, paging or the TLB (those instructions are Slow and end their
+    /// blocks), so the block after it is fetched through the same translation as the block itself.
+    /// </summary>
+    public bool Linkable;
+    /// <summary>In the block cache (not an instruction that straddles a page): may be linked to.</summary>
+    public bool Cached;
+    /// <summary>
+    /// Successors that FetchBlock returned after this block, in the same physical page, at the
+    /// same distance in RIP as in physical address (so in the same linear page as this block,
+    /// whatever CS's base). Used by the block loop with their page generation and the CS limit
+    /// checked again (Dispatch.cs, NextBlock).
+    /// </summary>
+    public Block? Link0, Link1;
     /// <summary>Times entered (the translator's hotness counter).</summary>
     public long Executions;
 }

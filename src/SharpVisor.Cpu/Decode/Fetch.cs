@@ -71,11 +71,7 @@ public sealed unsafe partial class SoftwareVcpu
         {
             var st = TranslateSlow(lin, Access.Execute, cls, out host, out phys);
             if (st != Status.Ok) return st;
-            if (host == null)
-            {
-                Unsupported($"instruction fetch from MMIO address {phys:x}");
-                return Status.Exit;
-            }
+            if (host == null) return FetchFromMmio(phys);
         }
 
         // Indexed by every address bit: blocks may start at any byte, and two that start within the same
@@ -91,6 +87,14 @@ public sealed unsafe partial class SoftwareVcpu
             return Status.Ok;
         }
         return DecodeBlock(rip, lin, phys, host, idx, out block);
+    }
+
+    // Out of line: the message's string handler would otherwise be zeroed on every block.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private Status FetchFromMmio(ulong phys)
+    {
+        Unsupported($"instruction fetch from MMIO address {phys:x}");
+        return Status.Exit;
     }
 
     private Status DecodeBlock(ulong rip, ulong lin, ulong phys, byte* host, int cacheIndex, out Block? block)
@@ -138,11 +142,14 @@ public sealed unsafe partial class SoftwareVcpu
             Generation = PageGeneration(phys),
             Instructions = instructions,
             Ops = ops,
+            Run = ops.Length - (_fuse && Fuse(ops) ? 1 : 0),
         };
         if (cacheable)
         {
             MarkCodePage(phys);
             b.Generation = PageGeneration(phys);
+            b.Cached = true;
+            b.Linkable = _link && ops[^1].Fn != null;
             _blockCache[cacheIndex] = b;
         }
         block = b;

@@ -43,8 +43,14 @@ internal enum AluOp : byte { Add, Or, Adc, Sbb, And, Sub, Xor, Cmp, Test }
 internal enum ShiftOp : byte { Shl, Shr, Sar }
 
 /// <summary>One pre-decoded instruction; meaningful fields depend on <see cref="Kind"/>.</summary>
-internal struct Uop
+internal unsafe struct Uop
 {
+    /// <summary>
+    /// The handler specialized for this kind, operand size and operation (FastPath.cs, chosen by
+    /// Bind at decode time), or null for the Slow kinds. Calling it is the one indirect branch per
+    /// instruction: the handlers have no size or operation switches left.
+    /// </summary>
+    public delegate*<SoftwareVcpu, ref Uop, Status> Fn;
     /// <summary>RIP after the instruction, already masked to the code size.</summary>
     public ulong NextIp;
     /// <summary>Memory operand displacement (for RIP-relative operands: the absolute address).</summary>
@@ -66,6 +72,8 @@ internal struct Uop
     public byte Base, Index;
     public byte Scale;
     public byte Seg;
+    /// <summary>1: the handler also runs the next Uop (a Jcc) and the block loop skips it.</summary>
+    public byte Fused;
 
     public const byte NoReg = 0xFF, High8 = 16;
 }

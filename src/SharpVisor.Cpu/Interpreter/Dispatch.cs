@@ -9,63 +9,152 @@ namespace SharpVisor.Cpu;
 /// <summary>The interpreter's block loop: runs decoded instructions and turns statuses into events.</summary>
 public sealed unsafe partial class SoftwareVcpu
 {
+    /// <summary>
+    /// Runs the block at CS:RIP, then, while nothing needs the run loop, the blocks after it
+    /// (block chaining): the run loop between two blocks only checks for signals, pending
+    /// interrupts or NMIs, HLT, IF going from 0 to 1 and the instruction clock's stop, and
+    /// <see cref="MayChain"/> continues only when none of those would do anything, so every
+    /// event is still recognized at the same block boundary and the clock stops at the same
+    /// instruction. Each next block is found by <see cref="FetchBlock"/> (CS checks, execute TLB,
+    /// page generation), exactly as the run loop would.
+    /// </summary>
     [SkipLocalsInit]
     private Status ExecuteBlock()
     {
         var st = FetchBlock(out Block? block);
-        if (st != Status.Ok)
-        {
-            EndInstructionIo();
-            return st == Status.Fault ? RaiseException() : st;
-        }
+        if (st != Status.Ok) return FetchFailed(st);
         block!.Executions++;
-        var code = block.Instructions;
-        var ops = block.Ops;
-        _endBlock = false;
-        bool tfAtStart = (_flags & Rflags.TF) != 0;
-        if (_singleInstructionBlocks && CheckExecuteBreakpoint(code[0].IP) is var bp && bp != Status.Ok)
+        if (_singleInstructionBlocks && CheckExecuteBreakpoint(block.Instructions[0].IP) is var bp && bp != Status.Ok)
             return bp == Status.Fault ? RaiseException() : bp;
-        int k = 0;
-        for (; k < ops.Length; k++)
+        while (true)
         {
-            // Pre-decoded forms run from their Uop; the rest through Iced's Instruction (FastPath.cs).
-            ref Uop u = ref ops[k];
-            bool shadow = _interruptShadow;
-            _rip = u.NextIp;
-            var kind = u.Kind;
-            st = kind > UopKind.SlowLocked ? ExecuteUop(ref u)
-                : kind == UopKind.Slow ? Execute(ref code[k]) : ExecuteLocked(ref code[k]);
-            if (st != Status.Ok)
+            var ops = block.Ops;
+            int run = block.Run, retired = ops.Length;
+            _endBlock = false;
+            bool tfAtStart = (_flags & Rflags.TF) != 0;
+            bool ifAtStart = (_flags & Rflags.IF) != 0;
+            // Taken at the start: an instruction that clears TF (POPF, IRET) still owes its trap.
+            bool single = _singleInstructionBlocks;
+            int k = 0;
+            for (; k < run; k++)
             {
-                InstructionsRetired += k;
-                return FinishInstruction(ref code[k], st);
+                // Pre-decoded forms run from their Uop's handler; the rest through Iced's Instruction.
+                ref Uop u = ref ops[k];
+                bool shadow = _interruptShadow;
+                _rip = u.NextIp;
+                var fn = u.Fn;
+                st = fn != null ? fn(this, ref u)
+                    : u.Kind == UopKind.Slow ? Execute(ref block.Instructions[k]) : ExecuteLocked(ref block.Instructions[k]);
+                if (st != Status.Ok)
+                {
+                    // A fused pair fails only in its Jcc (the first is a register operation):
+                    // the first is retired and the Jcc is the faulting instruction.
+                    k += u.Fused;
+                    InstructionsRetired += k;
+                    return FinishInstruction(ref block.Instructions[k], st);
+                }
+                EndInstructionIo();
+                if (shadow) _interruptShadow = false;
+                if (_endBlock)
+                {
+                    if (_unsupported != null)
+                    {
+                        // The instruction overflowed the VMM output buffer (Output): it stops the VM.
+                        InstructionsRetired += k;
+                        return FinishInstruction(ref block.Instructions[k], Status.Exit);
+                    }
+                    k++;
+                    if (_outputCount > 0)
+                    {
+                        InstructionsRetired += k;
+                        // The instruction completed (OUT, an MMIO write): the #DB trap it owes
+                        // (single step, breakpoint hits) is taken now, before the VMM sees the
+                        // write, as the trap precedes the next instruction on silicon.
+                        if (single)
+                        {
+                            _pendingSingleStep = tfAtStart;
+                            var trap = AfterSingleStep();
+                            if (trap != Status.Ok && _outputCount == 0) return trap;
+                        }
+                        return Status.Exit;
+                    }
+                    retired = k;
+                    break;
+                }
             }
-            EndInstructionIo();
-            if (shadow) _interruptShadow = false;
-            if (_endBlock)
+            // Run to its end, the block retired all its instructions (a fused pair counts two).
+            InstructionsRetired += retired;
+            if (single)
             {
-                if (_unsupported != null)
-                {
-                    // The instruction overflowed the VMM output buffer (Output): it stops the VM.
-                    InstructionsRetired += k;
-                    return FinishInstruction(ref code[k], Status.Exit);
-                }
-                k++;
-                if (_outputCount > 0)
-                {
-                    InstructionsRetired += k;
-                    return Status.Exit;
-                }
-                break;
+                _pendingSingleStep = tfAtStart;
+                return AfterSingleStep();
+            }
+            if (_endBlock || !MayChain(ifAtStart)) return Status.Ok;
+            st = NextBlock(ref block);
+            if (st != Status.Ok) return FetchFailed(st);
+            block.Executions++;
+        }
+    }
+
+    /// <summary>
+    /// The block at CS:RIP after <paramref name="block"/> ran to its end: a linked successor when
+    /// it is what FetchBlock would return, else FetchBlock's answer (linked for next time).
+    /// A link from a <see cref="Block.Linkable"/> block is valid when its RIP matches, its page
+    /// generation is current (no code write since it was decoded) and RIP is within the CS limit:
+    /// CS, the mode, CPL and the TLB are what they were when the predecessor was fetched (it
+    /// cannot change them), the successor lies in the same linear and physical page as the
+    /// predecessor, so FetchBlock would find the same translation and a block decoded from the
+    /// same bytes in the same mode.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private Status NextBlock(ref Block block)
+    {
+        var prev = block;
+        ulong rip = _rip;
+        if (prev.Linkable)
+        {
+            var l = prev.Link0;
+            if (l == null || l.Rip != rip) l = prev.Link1;
+            if (l != null && l.Rip == rip && l.Generation == PageGeneration(l.Phys) && (_mode64 || rip <= _seg[Seg.CS].Limit))
+            {
+                block = l;
+                return Status.Ok;
             }
         }
-        InstructionsRetired += k;
-        if (_singleInstructionBlocks)
+        var st = FetchBlock(out Block? next);
+        if (st != Status.Ok) return st;
+        block = next!;
+        if (prev.Linkable && next!.Cached && next.Bits == prev.Bits
+            && ((next.Phys ^ prev.Phys) & PageMask) == 0 && next.Rip - prev.Rip == next.Phys - prev.Phys)
         {
-            _pendingSingleStep = tfAtStart;
-            return AfterSingleStep();
+            // Two exits per block (taken and fall-through); a third successor replaces the older.
+            if (prev.Link0 == null || prev.Link0.Rip == next.Rip) prev.Link0 = next;
+            else { prev.Link1 = prev.Link0; prev.Link0 = next; }
         }
         return Status.Ok;
+    }
+
+    /// <summary>
+    /// Whether the run loop, given control after this block, would only call ExecuteBlock again
+    /// (RunCore: signals, interrupt recognition, HLT, the instruction clock). IF set by this
+    /// block is noted for the run loop exactly as it notes it itself.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool MayChain(bool ifAtStart)
+    {
+        if (!ifAtStart && (_flags & Rflags.IF) != 0)
+        {
+            _irqCheck = true;
+            return false;
+        }
+        return !_irqCheck && !_nmiPending && !_halted && _outputCount == 0
+            && InstructionsRetired < StopAtInstruction && Volatile.Read(ref _signals) == 0;
+    }
+
+    private Status FetchFailed(Status st)
+    {
+        EndInstructionIo();
+        return st == Status.Fault ? RaiseException() : st;
     }
 
     /// <summary>XCHG with a memory operand is locked without a prefix (SDM Vol. 2, XCHG).</summary>

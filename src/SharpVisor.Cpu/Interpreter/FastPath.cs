@@ -21,6 +21,12 @@ public sealed unsafe partial class SoftwareVcpu
     /// </summary>
     internal bool _predecode = true;
 
+    /// <summary>False: no ALU+Jcc fusion (tests compare fused against unfused; set before the first run).</summary>
+    internal bool _fuse = true;
+
+    /// <summary>False: no block links (tests compare linked against unlinked; set before the first run).</summary>
+    internal bool _link = true;
+
     /// <summary>Pre-decodes <paramref name="i"/> for the current mode (the block's mode).</summary>
     private Uop Predecode(ref Instruction i, ulong ipMask)
     {
@@ -31,6 +37,7 @@ public sealed unsafe partial class SoftwareVcpu
             return u;
         }
         u.Kind = _predecode ? Classify(ref i, ref u) : UopKind.Slow;
+        u.Fn = Bind(ref u);
         return u;
     }
 

@@ -136,6 +136,62 @@ public sealed partial class SoftwareVcpu
         return Condition(cc);
     }
 
+    /// <summary>
+    /// <see cref="Condition"/> for a condition code known at compile time (the specialized Jcc
+    /// handlers): after the commonest recorded operations (CMP/SUB, the logic group, any result
+    /// for ZF and SF) the condition is computed inline, with the same formulas as the Get*
+    /// functions it stands for; everything else goes through <see cref="Condition"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal bool Cond<TC>() where TC : struct, Decode.ICc
+    {
+        int cc = TC.Cc;
+        bool neg = (cc & 1) != 0;
+        var op = _lfOp;
+        switch (cc >> 1)
+        {
+            case 1: // B/AE: CF
+                if (op == FlagOp.Sub) { ulong m = SizeMask(_lfSize); return ((_lfDst & m) < (_lfSrc & m)) ^ neg; }
+                if (op == FlagOp.Logic) return neg;
+                break;
+            case 2: // E/NE: ZF
+                if (op != FlagOp.None) return ((_lfRes & SizeMask(_lfSize)) == 0) ^ neg;
+                break;
+            case 3: // BE/A: CF or ZF
+                if (op == FlagOp.Sub)
+                {
+                    ulong m = SizeMask(_lfSize);
+                    return ((_lfDst & m) < (_lfSrc & m) || (_lfRes & m) == 0) ^ neg;
+                }
+                if (op == FlagOp.Logic) return ((_lfRes & SizeMask(_lfSize)) == 0) ^ neg;
+                break;
+            case 4: // S/NS: SF
+                if (op != FlagOp.None) return ((_lfRes & SignBit(_lfSize)) != 0) ^ neg;
+                break;
+            case 6: // L/GE: SF != OF
+            case 7: // LE/G: ZF or SF != OF
+            {
+                bool sf, of;
+                if (op == FlagOp.Sub)
+                {
+                    ulong s = SignBit(_lfSize);
+                    sf = (_lfRes & s) != 0;
+                    of = ((_lfDst ^ _lfSrc) & (_lfDst ^ _lfRes) & s) != 0;
+                }
+                else if (op == FlagOp.Logic)
+                {
+                    sf = (_lfRes & SignBit(_lfSize)) != 0;
+                    of = false;
+                }
+                else break;
+                bool lt = sf != of;
+                if ((cc >> 1) == 6) return lt ^ neg;
+                return (lt || (_lfRes & SizeMask(_lfSize)) == 0) ^ neg;
+            }
+        }
+        return Condition(cc);
+    }
+
     /// <summary>Evaluates condition code <paramref name="cc"/> (the low nibble of Jcc/SETcc/CMOVcc).</summary>
     internal bool Condition(int cc)
     {
