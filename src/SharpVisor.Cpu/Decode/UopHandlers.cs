@@ -228,25 +228,7 @@ namespace SharpVisor.Cpu
         /// <summary><see cref="AluMem"/> with constant size and operation.</summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         private Status AluToMem<TS, TO>(ref Uop u, ulong b) where TS : struct, IOpSize where TO : struct, IAluOp
-        {
-            int size = TS.Bytes;
-            ulong ea = Ea(ref u);
-            if (TO.Op >= AluOp.Cmp)
-            {
-                var s = Read(u.Seg, ea, size, out ulong v);
-                if (s != Status.Ok) return s;
-                AluCompute(TO.Op, size, v, b);
-                return Status.Ok;
-            }
-            var st = Linear(u.Seg, ea, size, Access.Write, out ulong lin);
-            if (st != Status.Ok) return st;
-            st = ProbeWrite(lin, size);
-            if (st != Status.Ok) return st;
-            st = ReadLinear(lin, size, out ulong a);
-            if (st != Status.Ok) return st;
-            ulong r = AluCompute(TO.Op, size, a, b);
-            return WriteLinear(lin, size, r);
-        }
+            => AluMem(TO.Op, TS.Bytes, ref u, b);
 
         /// <summary>
         /// INC/DEC keep CF: it is moved into the flags word unless it is there already (after

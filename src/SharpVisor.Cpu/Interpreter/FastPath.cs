@@ -342,9 +342,9 @@ public sealed unsafe partial class SoftwareVcpu
                 return AluReg(ref u, b);
             }
             case UopKind.AluMR:
-                return AluMem(ref u, GetR(u.R1, u.Size));
+                return AluMem((AluOp)u.Op, u.Size, ref u, GetR(u.R1, u.Size));
             case UopKind.AluMI:
-                return AluMem(ref u, u.Imm);
+                return AluMem((AluOp)u.Op, u.Size, ref u, u.Imm);
             case UopKind.IncR:
             case UopKind.DecR:
             {
@@ -493,15 +493,16 @@ public sealed unsafe partial class SoftwareVcpu
     }
 
     /// <summary>Alu2 with a memory destination: read-modify-write (probed for write first), or read for CMP/TEST.</summary>
-    private Status AluMem(ref Uop u, ulong b)
+    /// Also the body of the per-form handlers (UopHandlers.cs), inlined there with constant op and size.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private Status AluMem(AluOp op, int size, ref Uop u, ulong b)
     {
-        int size = u.Size;
         ulong ea = Ea(ref u);
-        if (u.Op >= (byte)AluOp.Cmp)
+        if (op >= AluOp.Cmp)
         {
             var s = Read(u.Seg, ea, size, out ulong v);
             if (s != Status.Ok) return s;
-            AluCompute((AluOp)u.Op, size, v, b);
+            AluCompute(op, size, v, b);
             return Status.Ok;
         }
         var st = Linear(u.Seg, ea, size, Access.Write, out ulong lin);
@@ -510,7 +511,7 @@ public sealed unsafe partial class SoftwareVcpu
         if (st != Status.Ok) return st;
         st = ReadLinear(lin, size, out ulong a);
         if (st != Status.Ok) return st;
-        ulong r = AluCompute((AluOp)u.Op, size, a, b);
+        ulong r = AluCompute(op, size, a, b);
         return WriteLinear(lin, size, r);
     }
 
