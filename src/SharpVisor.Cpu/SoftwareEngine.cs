@@ -49,7 +49,10 @@ public sealed class SoftwareEngine : IEngine
     /// </summary>
     public int? RandomSeed { get; set; }
 
-    /// <summary>Held by a vCPU for the duration of a locked instruction (LOCK prefix, XCHG with memory).</summary>
+    /// <summary>
+    /// Held by a vCPU for the duration of a locked instruction whose operand a host CAS cannot
+    /// cover (CMPXCHG16B, split operands, MMIO, ROM); the others commit by CAS (LockedRmw.cs).
+    /// </summary>
     internal object AtomicLock { get; } = new();
 
     /// <summary>Number of vCPUs in the VM (CPUID leaf 1 and 0xB report it).</summary>

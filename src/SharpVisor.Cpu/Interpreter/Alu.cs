@@ -355,7 +355,7 @@ public sealed unsafe partial class SoftwareVcpu
             st = Linear(MemSeg(ref i), ea, size, acc, out lin);
             if (st != Status.Ok) return st;
             if (m != Mnemonic.Bt) { st = ProbeWrite(lin, size); if (st != Status.Ok) return st; }
-            st = ReadLinear(lin, size, out v);
+            st = m == Mnemonic.Bt ? ReadLinear(lin, size, out v) : ReadRmwLinear(lin, size, out v);
             if (st != Status.Ok) return st;
         }
         else
@@ -375,7 +375,7 @@ public sealed unsafe partial class SoftwareVcpu
         };
         if (m != Mnemonic.Bt)
         {
-            st = i.Op0Kind == OpKind.Memory ? WriteLinear(lin, size, r) : WriteOp(ref i, 0, size, r);
+            st = i.Op0Kind == OpKind.Memory ? WriteRmwLinear(lin, size, r) : WriteOp(ref i, 0, size, r);
             if (st != Status.Ok) return st;
         }
         MaterializeFlags();
@@ -583,8 +583,10 @@ public sealed unsafe partial class SoftwareVcpu
         else
         {
             // Hardware writes the unchanged value back inside its locked cycle; that store is
-            // invisible except that, emulated outside such a cycle, it could undo a plain store
-            // another vCPU made meanwhile (a spinlock release), so it is not repeated. The write
+            // invisible except that, emulated outside such a cycle (the AtomicLock path of
+            // LockedRmw.cs, or an unlocked CMPXCHG), it could undo a plain store another vCPU
+            // made meanwhile (a spinlock release), so it is not repeated. On the CAS path nothing
+            // is committed, which is equivalent: the captured read is the atomic read. The write
             // permission was already checked by ReadRmw.
             SetReg(size switch { 1 => Register.AL, 2 => Register.AX, 4 => Register.EAX, _ => Register.RAX }, dst);
         }
@@ -601,15 +603,17 @@ public sealed unsafe partial class SoftwareVcpu
         if (st != Status.Ok) return st;
         st = ProbeWrite(lin, half * 2);
         if (st != Status.Ok) return st;
-        st = ReadLinear(lin, half, out ulong lo); if (st != Status.Ok) return st;
-        st = ReadLinear(lin + (ulong)half, half, out ulong hi); if (st != Status.Ok) return st;
+        // Locked: the whole 8/16-byte operand is one atomic unit (LockedRmw.cs), not each half.
+        st = BeginAtomic(lin, half * 2); if (st != Status.Ok) return st;
+        st = ReadRmwLinear(lin, half, out ulong lo); if (st != Status.Ok) return st;
+        st = ReadRmwLinear(lin + (ulong)half, half, out ulong hi); if (st != Status.Ok) return st;
         ulong m = SizeMask(half);
         bool eq = lo == (_gpr[0] & m) && hi == (_gpr[2] & m);
         MaterializeFlags();
         if (eq)
         {
-            st = WriteLinear(lin, half, _gpr[3] & m); if (st != Status.Ok) return st;
-            st = WriteLinear(lin + (ulong)half, half, _gpr[1] & m); if (st != Status.Ok) return st;
+            st = WriteRmwLinear(lin, half, _gpr[3] & m); if (st != Status.Ok) return st;
+            st = WriteRmwLinear(lin + (ulong)half, half, _gpr[1] & m); if (st != Status.Ok) return st;
             _flags |= Rflags.ZF;
         }
         else

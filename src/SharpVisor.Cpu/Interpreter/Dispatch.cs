@@ -162,15 +162,13 @@ public sealed unsafe partial class SoftwareVcpu
         ins.Mnemonic == Mnemonic.Xchg && (ins.Op0Kind == OpKind.Memory || ins.Op1Kind == OpKind.Memory);
 
     /// <summary>
-    /// A locked read-modify-write runs while holding the engine's lock, so locked operations of
-    /// different vCPU threads never interleave (SDM Vol. 3 §9.1.2.2). Plain stores of other vCPUs
-    /// are not held back; CMPXCHG therefore does not re-store an unchanged value (see Alu.cs).
+    /// A locked read-modify-write (SDM Vol. 3A §9.1.2) is atomic against every access of other
+    /// vCPUs, plain stores included: its memory operand is captured and committed with a host
+    /// compare-and-swap, the instruction re-running if another vCPU stored meanwhile; operands a
+    /// CAS cannot cover run under the engine's AtomicLock. See LockedRmw.cs.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private Status ExecuteLocked(ref Instruction ins)
-    {
-        lock (_engine.AtomicLock) return Execute(ref ins);
-    }
+    private Status ExecuteLocked(ref Instruction ins) => ExecuteAtomic(ref ins);
 
     private Status FinishInstruction(ref Instruction ins, Status st)
     {

@@ -175,7 +175,7 @@ public sealed unsafe partial class SoftwareVcpu
         if (st != Status.Ok) { v = 0; return st; }
         st = ProbeWrite(lin, size);
         if (st != Status.Ok) { v = 0; return st; }
-        return ReadLinear(lin, size, out v);
+        return ReadRmwLinear(lin, size, out v);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -186,8 +186,22 @@ public sealed unsafe partial class SoftwareVcpu
             SetReg(i.Op0Register, v);
             return Status.Ok;
         }
-        return WriteLinear(lin, size, v);
+        return WriteRmwLinear(lin, size, v);
     }
+
+    /// <summary>
+    /// Read of a read-modify-write memory operand whose write was probed. Under a locked
+    /// instruction it goes to the captured operand (LockedRmw.cs), so the instruction's read and
+    /// write are committed as one; otherwise it is a plain read.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal Status ReadRmwLinear(ulong lin, int size, out ulong v) =>
+        _lkMode == LockMode.Off ? ReadLinear(lin, size, out v) : AtomicRead(lin, size, out v);
+
+    /// <summary>Write of a read-modify-write memory operand; see <see cref="ReadRmwLinear"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal Status WriteRmwLinear(ulong lin, int size, ulong v) =>
+        _lkMode == LockMode.Off ? WriteLinear(lin, size, v) : AtomicWrite(lin, size, v);
 
     // ------------------------------------------------------------------ stack
 
