@@ -555,6 +555,43 @@ public class DebugBreakpointTests
         Assert.Single(m.Outs, o => o.Port == 0x80);
     }
 
+    /// <summary>
+    /// SDM Vol. 3B §17.3.1.1: every fault-class exception but an instruction breakpoint pushes
+    /// RF = 1; traps (INT3, INTO) push the RF they find, 0 here.
+    /// </summary>
+    [Theory]
+    [InlineData(6, false, true)]   // UD2: #UD, a fault
+    [InlineData(13, true, true)]   // a non-canonical load: #GP(0), a fault with an error code
+    [InlineData(0, false, true)]   // DIV by zero: #DE
+    [InlineData(3, false, false)]  // INT3: #BP, a trap
+    public void FaultFramesCarryTheResumeFlag(int vector, bool errorCode, bool rf)
+    {
+        using var m = Build(a =>
+        {
+            var at = a.CreateLabel();
+            a.xor(ecx, ecx);
+            a.mov(rax, 0x8000_0000_0000_0000UL);
+            a.Label(ref at);
+            switch (vector)
+            {
+                case 6: a.ud2(); break;
+                case 13: a.mov(rbx, __qword_ptr[rax]); break;
+                case 0: a.div(ecx); break;
+                default: a.int3(); break;
+            }
+            a.hlt();
+            return [at];
+        }, out var l);
+        var r = m.Run();
+        Assert.True(r == ExitReason.Halt, $"{r}: {m.Cpu.Exit.Message}");
+        var s = m.State();
+        Assert.Equal(HandlerOf(vector) + 1, s.Rip);
+        ulong frame = s.Gpr[4] + (errorCode ? 8UL : 0UL);
+        Assert.Equal(vector == 3 ? l[0] + 1 : l[0], m.Memory.Read<ulong>(frame));
+        Assert.Equal(rf ? Rf : 0, m.Memory.Read<ulong>(frame + 16) & Rf);
+        Assert.Equal(0UL, s.Rflags & Rf); // delivery clears it in the handler
+    }
+
     // ------------------------------------------------------------------ I/O breakpoints, DR4/DR5
 
     [Theory]

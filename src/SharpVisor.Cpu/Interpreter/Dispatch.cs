@@ -253,6 +253,11 @@ public sealed unsafe partial class SoftwareVcpu
         // A faulting instruction did not complete: the breakpoints its accesses hit are not
         // reported (it hits them again when it is restarted). Breakpoints.cs.
         _debugHits = 0;
+        // A fault-class exception pushes RF = 1 (SDM Vol. 3B §17.3.1.1), so that IRET back to the
+        // instruction does not report its instruction breakpoint again. #DB sets RF itself where
+        // it is a fault (general detect) and must not for an instruction breakpoint; #DF and #MC
+        // are aborts and NMI an interrupt.
+        if (vector is not (Vector.DB or Vector.NMI or Vector.DF or Vector.MC)) _flags |= Rflags.RF;
         // Faults on the delivery path leave the vCPU's RIP at the faulting instruction.
         return DeliverEvent(vector, hasErr, err, EventKind.Exception);
     }
