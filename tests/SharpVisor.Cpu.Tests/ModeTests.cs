@@ -107,6 +107,35 @@ public class ModeTests
         Assert.Matches(@"unsupported instruction VMCALL at 0000:00007c00", m.Cpu.Exit.Message);
     }
 
+    /// <summary>
+    /// A block decoded under a large CS limit is not reused once CS has a smaller limit (same base):
+    /// the instruction past the new limit raises #GP(0) (here, with no IDT, a triple fault after
+    /// the three INCs inside the limit).
+    /// </summary>
+    [Fact]
+    public void CachedBlockHonoursASmallerCsLimit()
+    {
+        using var m = new TestMachine();
+        const ulong Entry = 0x1000;
+        m.Memory.Write(Entry, TestMachine.Assemble(32, Entry, a =>
+        {
+            for (int k = 0; k < 6; k++) a.inc(eax);  // one byte each
+            a.hlt();
+        }));
+        var s = VcpuState.Protected32(Entry);
+        m.Cpu.SetState(s);
+        Assert.Equal(ExitReason.Halt, m.Run());
+        Assert.Equal(6UL, m.State().Rax);
+
+        s = VcpuState.Protected32(Entry);
+        s.Cs.Limit = (uint)Entry + 2;                 // offsets Entry..Entry+2: three INCs
+        m.Cpu.SetState(s);
+        Assert.Equal(ExitReason.Shutdown, m.Run());
+        Assert.Contains("triple fault", m.Cpu.Exit.Message);
+        Assert.Equal(3UL, m.State().Rax);
+        Assert.Equal(Entry + 3, m.State().Rip);
+    }
+
     [Fact]
     public void TripleFaultIsAShutdownExit()
     {

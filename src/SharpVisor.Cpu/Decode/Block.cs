@@ -6,7 +6,9 @@ namespace SharpVisor.Cpu.Decode;
 /// A run of decoded instructions starting at one guest-physical address, ending at a control
 /// transfer, at an instruction that changes how code is fetched (CR0/CR3/CR4/EFER writes end the
 /// block through the engine's end-of-block flag), or at the end of the page. Valid while the page
-/// generation it was decoded under is current and it is entered at the same RIP in the same mode.
+/// generation it was decoded under is current, it is entered at the same RIP in the same mode, and
+/// (16/32-bit code) the CS limit still covers its last byte. The CS base needs no check: the
+/// block is found by the physical address of CS.base + RIP, and its branch targets are offsets.
 /// </summary>
 internal sealed class Block
 {
@@ -14,6 +16,12 @@ internal sealed class Block
     public required ulong Rip;
     public required int Bits;
     public required uint Generation;
+    /// <summary>
+    /// The offset of the block's last byte within CS (Rip + its length − 1): in 16/32-bit code a
+    /// block stays valid only while the CS limit covers it, since a smaller limit loaded later
+    /// (same base and size) must make the first instruction past it #GP(0).
+    /// </summary>
+    public required ulong LastByte;
     public required Instruction[] Instructions;
     /// <summary>The pre-decoded form of each instruction (same index as <see cref="Instructions"/>).</summary>
     public required Uop[] Ops;

@@ -81,7 +81,7 @@ public sealed unsafe partial class SoftwareVcpu
         int idx = (int)((phys ^ (phys >> BlockCacheBits)) & ((1 << BlockCacheBits) - 1));
         var b = _blockCache[idx];
         if (b != null && b.Phys == phys && b.Rip == rip && b.Bits == _codeBits && b.Generation == PageGeneration(phys)
-            && (!_singleInstructionBlocks || b.Instructions.Length == 1))
+            && (!_singleInstructionBlocks || b.Instructions.Length == 1) && (_mode64 || b.LastByte <= cs.Limit))
         {
             block = b;
             return Status.Ok;
@@ -124,6 +124,7 @@ public sealed unsafe partial class SoftwareVcpu
                 if (st != Status.Ok) return st;
                 cacheable = false;
                 _decodeScratch.Add(ins);
+                consumed += ins.Length;
                 break;
             }
             _decodeScratch.Add(ins);
@@ -139,6 +140,7 @@ public sealed unsafe partial class SoftwareVcpu
         var b = new Block
         {
             Phys = phys, Rip = rip, Bits = bits,
+            LastByte = rip + (ulong)Math.Max(consumed, 1) - 1,
             Generation = PageGeneration(phys),
             Instructions = instructions,
             Ops = ops,

@@ -100,7 +100,7 @@ public sealed unsafe partial class SoftwareVcpu
     /// The block at CS:RIP after <paramref name="block"/> ran to its end: a linked successor when
     /// it is what FetchBlock would return, else FetchBlock's answer (linked for next time).
     /// A link from a <see cref="Block.Linkable"/> block is valid when its RIP matches, its page
-    /// generation is current (no code write since it was decoded) and RIP is within the CS limit:
+    /// generation is current (no code write since it was decoded) and the CS limit covers it:
     /// CS, the mode, CPL and the TLB are what they were when the predecessor was fetched (it
     /// cannot change them), the successor lies in the same linear and physical page as the
     /// predecessor, so FetchBlock would find the same translation and a block decoded from the
@@ -115,7 +115,7 @@ public sealed unsafe partial class SoftwareVcpu
         {
             var l = prev.Link0;
             if (l == null || l.Rip != rip) l = prev.Link1;
-            if (l != null && l.Rip == rip && l.Generation == PageGeneration(l.Phys) && (_mode64 || rip <= _seg[Seg.CS].Limit))
+            if (l != null && l.Rip == rip && l.Generation == PageGeneration(l.Phys) && (_mode64 || l.LastByte <= _seg[Seg.CS].Limit))
             {
                 block = l;
                 return Status.Ok;
