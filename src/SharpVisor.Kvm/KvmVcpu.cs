@@ -146,10 +146,12 @@ public sealed unsafe class KvmVcpu : IVcpu
             }
             // Without KVM's in-kernel APIC, kvm_run.cr8 carries CR8 both ways: KVM loads it on
             // entry and stores it on every exit. Our APIC's TPR is the one register behind it.
+            // Written back only when the guest changed it: a CR8 write clears TPR[3:0].
             var tpr = InterruptSource as ITaskPriority;
-            if (tpr is not null) run->cr8 = tpr.Cr8;
+            byte cr8In = 0;
+            if (tpr is not null) run->cr8 = cr8In = tpr.Cr8;
             int rc = Libc.ioctl(_fd, KvmH.KVM_RUN, 0);
-            if (tpr is not null) tpr.Cr8 = (byte)(run->cr8 & 0xF);
+            if (tpr is not null && (byte)(run->cr8 & 0xF) != cr8In) tpr.Cr8 = (byte)(run->cr8 & 0xF);
             if (rc < 0)
             {
                 int errno = Marshal.GetLastPInvokeError();
@@ -402,6 +404,9 @@ public sealed unsafe class KvmVcpu : IVcpu
         sregs.cr0 = state.Cr0; sregs.cr2 = state.Cr2; sregs.cr3 = state.Cr3; sregs.cr4 = state.Cr4; sregs.cr8 = state.Cr8;
         sregs.efer = state.Efer;
         sregs.apic_base = state.ApicBase;
+        // CR8 is the APIC's TPR[7:4]; KVM_RUN loads it from there (Run), so it is written there,
+        // and only when it differs (a CR8 write clears TPR[3:0]), as the software engine does.
+        if (InterruptSource is ITaskPriority tp && tp.Cr8 != (byte)(state.Cr8 & 0xF)) tp.Cr8 = (byte)(state.Cr8 & 0xF);
         KvmException.Check(Libc.ioctl(_fd, KvmH.KVM_SET_SREGS, &sregs), "KVM_SET_SREGS");
 
         var g = state.Gpr;

@@ -239,12 +239,16 @@ public sealed class Machine : IDisposable
         Io.Map(0x3F8, 8, _com1);
         timed.Add(_com1);
         // COM2–COM4 at the PC's (and QEMU's isa-serial) addresses and IRQs, COM3 sharing IRQ4 with
-        // COM1 and COM4 sharing IRQ3 with COM2. They have no host input, so only a register access
-        // can end a character timeout (loopback input), and the UART checks it on every access:
-        // they need no timer.
-        Io.Map(0x2F8, 8, new Uart16550(IsaIrq(3), new NullSerialBackend(), _clock, "com2"));
-        Io.Map(0x3E8, 8, new Uart16550(IsaIrq(4), new NullSerialBackend(), _clock, "com3"));
-        Io.Map(0x2E8, 8, new Uart16550(IsaIrq(3), new NullSerialBackend(), _clock, "com4"));
+        // COM1 and COM4 sharing IRQ3 with COM2. They have no host input, but loopback fills their
+        // receive FIFO, and its character timeout is an interrupt that time alone raises: they
+        // are timed devices like COM1.
+        (ushort Port, int Irq, string Name)[] others = [(0x2F8, 3, "com2"), (0x3E8, 4, "com3"), (0x2E8, 3, "com4")];
+        foreach (var (port, irq, name) in others)
+        {
+            var uart = new Uart16550(IsaIrq(irq), new NullSerialBackend(), _clock, name);
+            Io.Map(port, 8, uart);
+            timed.Add(uart);
+        }
         Io.Map(0x80, 1, new PostCodePort());
         Io.Map(0xE9, 1, new DebugConsole(b => config.DebugConsoleOutput?.Invoke(b)));
         Io.Map(0xF4, 4, new DebugExit(code => Stop(new MachineResult(code, $"guest wrote to the debug-exit port: exit code {code}"))));

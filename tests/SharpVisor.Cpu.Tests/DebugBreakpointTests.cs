@@ -463,6 +463,35 @@ public class DebugBreakpointTests
         Assert.Equal((l[0], 0b01UL, 4UL, Rf), (ev[1].Rip, ev[1].Dr6 & 0xF, ev[1].Rcx, ev[1].Rflags & Rf));
     }
 
+    [Fact]
+    public void LongRepResumedAfterAnEngineStopDoesNotMatchItsExecuteBreakpointAgain()
+    {
+        // A REP STOSB of 10,000 bytes stops between iterations for the engine's own reasons (its
+        // iteration budget, letting interrupts in). A stop between iterations sets RF (an event
+        // taken there pushes RF = 1), so the execute breakpoint on the instruction is reported
+        // once, before the first iteration, not again at each resumption.
+        using var m = Build(a =>
+        {
+            var stos = a.CreateLabel();
+            var end = a.CreateLabel();
+            a.lea(rax, __[stos]); a.mov(dr1, rax);
+            a.mov(rax, Dr7(1, Exec, 1));
+            a.mov(dr7, rax);
+            a.mov(rdi, Data);
+            a.mov(ecx, 10_000);
+            a.Label(ref stos);
+            a.rep.stosb();
+            a.Label(ref end);
+            a.hlt();
+            return [stos, end];
+        }, out var l);
+        RunToEnd(m, l[1] + 1);
+        var e = Assert.Single(Events(m));
+        Assert.Equal((l[0], 0b10UL, 10_000UL), (e.Rip, e.Dr6 & 0xF, e.Rcx));
+        Assert.Equal(0UL, m.State().Rcx);
+        Assert.Equal(0UL, m.State().Rflags & Rf);
+    }
+
     // ------------------------------------------------------------------ TF, RF, GD
 
     [Fact]

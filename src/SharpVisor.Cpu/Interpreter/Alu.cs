@@ -587,7 +587,8 @@ public sealed unsafe partial class SoftwareVcpu
             // LockedRmw.cs, or an unlocked CMPXCHG), it could undo a plain store another vCPU
             // made meanwhile (a spinlock release), so it is not repeated. On the CAS path nothing
             // is committed, which is equivalent: the captured read is the atomic read. The write
-            // permission was already checked by ReadRmw.
+            // permission was already checked by ReadRmw. Deviation: with no write, a write data
+            // breakpoint on the operand does not trigger (silicon's write-back would).
             SetReg(size switch { 1 => Register.AL, 2 => Register.AX, 4 => Register.EAX, _ => Register.RAX }, dst);
         }
         SetFlags(FlagOp.Sub, size, acc, dst, r);

@@ -31,10 +31,10 @@ namespace SharpVisor.Cpu;
 /// sets only enabled ones (it never watches disabled breakpoints, so they cost nothing).
 ///
 /// Deliberate deviations: a hit on the instruction after MOV SS/POP SS is not held back one
-/// more instruction; a hit by an instruction that leaves the engine with an exit (OUT, an MMIO
-/// write) and a hit by an event delivery are delivered at the next instruction boundary inside
-/// the engine (after an interrupt that may be delivered first, and before the handler's first
-/// instruction respectively).
+/// more instruction; a hit by an event delivery (its pushes) is delivered at the next
+/// instruction boundary inside the engine, before the handler's first instruction. A hit by an
+/// instruction that leaves the engine with an exit (OUT, an MMIO write) is delivered before the
+/// exit, as every trap of such an instruction (ExecuteBlock).
 /// </summary>
 public sealed unsafe partial class SoftwareVcpu
 {

@@ -292,8 +292,8 @@ public sealed unsafe partial class SoftwareVcpu
 
     /// <summary>
     /// Before each instruction of a single-instruction block. First, breakpoint hits still pending
-    /// from what ran since the last instruction boundary — an instruction that left the engine
-    /// with an exit (OUT, an MMIO write), or an event delivery whose accesses hit — are delivered
+    /// from what ran since the last instruction boundary — an event delivery whose accesses hit
+    /// (an instruction that exits with output has its trap delivered before the exit) — are delivered
     /// now as their trap (the saved RIP is this instruction, which has not run); hits of an
     /// instruction that is being re-executed with the VMM's input are dropped (it hits again).
     /// Then execute breakpoints (DR7 Ln/Gn with R/W = 00) match before the instruction runs: a

@@ -143,7 +143,8 @@ public sealed unsafe partial class SoftwareVcpu
     /// INTERRUPT-FROM-VIRTUAL-8086-MODE: the ring-0 SS:ESP from the TSS, the v86 segment
     /// registers and the usual frame pushed in the gate's size, DS/ES/FS/GS made null (they
     /// hold real-mode style values no protected-mode handler could use), VM/TF/RF/NT cleared.
-    /// Nothing changes before every push and check has passed.
+    /// No register changes before every push and check has passed (the pushes may already have
+    /// written below the new stack pointer, as on silicon when a later push faults).
     /// </summary>
     private Status DeliverFromV86(SegmentRegister cs, ulong offset, int size, bool trap, ulong flags, bool hasErr, uint err, uint ext)
     {
@@ -151,6 +152,9 @@ public sealed unsafe partial class SoftwareVcpu
         if (st != Status.Ok) return st;
         st = CheckStackSegment(newSs, 0, out var ssDesc, out ulong ssAddr, out ulong ssRaw);
         if (st != Status.Ok) return st;
+        // The new EIP is checked before anything is pushed (SDM INT pseudo-code,
+        // INTERRUPT-FROM-VIRTUAL-8086-MODE): a bad gate offset is #GP, never a stack fault.
+        if (offset > cs.Limit) return GP(ext);
         ulong sp = newSp;
         foreach (int seg in (ReadOnlySpan<int>)[Seg.GS, Seg.FS, Seg.DS, Seg.ES, Seg.SS])
         {
@@ -162,7 +166,6 @@ public sealed unsafe partial class SoftwareVcpu
         st = PushOn(ssDesc, ref sp, size, _seg[Seg.CS].Selector); if (st != Status.Ok) return st;
         st = PushOn(ssDesc, ref sp, size, _rip); if (st != Status.Ok) return st;
         if (hasErr) { st = PushOn(ssDesc, ref sp, size, err); if (st != Status.Ok) return st; }
-        if (offset > cs.Limit) return GP(ext);
         SetAccessed(ssAddr, ssRaw);
         ssDesc.Attributes |= 1;
         _seg[Seg.SS] = ssDesc;

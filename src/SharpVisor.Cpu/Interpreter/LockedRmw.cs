@@ -62,6 +62,8 @@ public sealed unsafe partial class SoftwareVcpu
     private ulong _lkBase;
     /// <summary>The word as read (what the CAS expects) and as the instruction left it.</summary>
     private ulong _lkOld, _lkNew;
+    /// <summary>The operand's guest-physical address when the write was translated on the slow path (a code page among them), else MaxValue.</summary>
+    private ulong _lkGpa;
     private bool _lkDirty;
 
     // State before the instruction, restored when its commit fails.
@@ -101,7 +103,13 @@ public sealed unsafe partial class SoftwareVcpu
             if (mode != LockMode.Captured || st != Status.Ok || !_lkDirty || _unsupported != null) return st;
             _beforeCommit?.Invoke();
             // Safe: _lkWord is an 8-aligned pointer into a guest RAM mapping, which lives as long as the engine.
-            if (Interlocked.CompareExchange(ref *_lkWord, _lkNew, _lkOld) == _lkOld) return st;
+            if (Interlocked.CompareExchange(ref *_lkWord, _lkNew, _lkOld) == _lkOld)
+            {
+                // The translation noted the code write before the instruction ran; another vCPU may
+                // have decoded the page again since, from the bytes this commit just replaced.
+                if (_lkGpa != ulong.MaxValue && NoteCodeWrite(_lkGpa)) _endBlock = true;
+                return st;
+            }
             _lockedRetries++;
             RestoreForRetry();
         }
@@ -134,11 +142,12 @@ public sealed unsafe partial class SoftwareVcpu
         {
             // Within one aligned 8-byte unit, so within one page.
             byte* host = null;
+            _lkGpa = ulong.MaxValue;
             ref var e = ref _tlbWrite[(int)((lin >> 12) & (TlbSize - 1))];
             if (e.Tag == ((lin & PageMask) | _tlbClass)) host = (byte*)(e.Addend + (nint)lin);
             else
             {
-                var st = TranslateSlow(lin, Access.Write, _tlbClass, out host, out _);
+                var st = TranslateSlow(lin, Access.Write, _tlbClass, out host, out _lkGpa);
                 if (st != Status.Ok) return st; // the tables changed under us since the probe
             }
             if (host != null && ((nuint)host & 7) == off)

@@ -64,16 +64,18 @@ public sealed unsafe partial class SoftwareVcpu
             // out in order, and the replay buffer holds the inputs of this execution's elements only —
             // a later element's NeedInput would re-execute the instruction from the registers as they
             // are now, replaying the earlier element's input into the wrong element.
-            // A data or I/O breakpoint hit by the element just done stops it too: its #DB trap comes
-            // between iterations and pushes RF = 1 (SDM Vol. 3B §17.3.1.1), so the instruction
-            // resumes on return without matching an execute breakpoint again (Breakpoints.cs).
+            // A data or I/O breakpoint hit by the element just done stops it too (its #DB trap comes
+            // between iterations). Every stop between iterations sets RF (SDM Vol. 3B §17.3.1.1:
+            // an event taken there pushes RF = 1), so the instruction resumes, after an interrupt
+            // or not, without matching its execute breakpoint again (Breakpoints.cs); the resumed
+            // instruction clears it (RecomputeSingleStep runs it as a single-instruction block).
             if (n >= RepBudget || (n > 0 && (_outputCount > 0 || _inputCount > 0 || _debugHits != 0)))
             {
                 // Let interrupts and exits in; the instruction resumes where it stopped (the registers
                 // already describe the elements done; ExecuteBlock then empties the replay buffer).
                 _rip = i.IP;
                 _endBlock = true;
-                if (_debugHits != 0) _flags |= Rflags.RF;
+                StopBetweenIterations();
                 return Status.Ok;
             }
             ulong si = _gpr[Gpr.Rsi] & amask, di = _gpr[Gpr.Rdi] & amask;
@@ -139,7 +141,7 @@ public sealed unsafe partial class SoftwareVcpu
                         if ((_gpr[Gpr.Rcx] & amask) != 0)
                         {
                             _rip = i.IP; _endBlock = true;
-                            if (_debugHits != 0) _flags |= Rflags.RF; // a #DB trap between iterations (see above)
+                            StopBetweenIterations();
                         }
                     }
                     return Status.Ok;
@@ -261,5 +263,12 @@ public sealed unsafe partial class SoftwareVcpu
         NoteIoAccess(port, size);
         Output(ExitReason.IoOut, port, size, GetReg(i.Op1Register));
         return Status.Ok;
+    }
+
+    /// <summary>A REP string instruction stops between iterations: RF = 1 until it resumes (see StringOp).</summary>
+    private void StopBetweenIterations()
+    {
+        _flags |= Rflags.RF;
+        RecomputeSingleStep();
     }
 }

@@ -33,8 +33,6 @@ internal enum TaskSwitchSource : byte
 /// - The TSS debug trap flag (T, offset 100) is ignored: no #DB is raised on entry to the new task.
 /// - PAE page-directory-pointer entries are not cached by this MMU, so loading CR3 from the TSS
 ///   never faults on them.
-/// - RF is not set in the EFLAGS image saved for a task switch caused by a fault (the
-///   interrupt-gate path does not set it either).
 /// Long mode has no task switching: far JMP/CALL to a TSS or task gate give #GP(selector), a
 /// task gate in a 64-bit IDT gives #GP, IRET with NT=1 gives #GP(0); those checks stay in
 /// Far.cs and Interrupts.cs.

@@ -360,4 +360,7 @@ public sealed unsafe partial class SoftwareVcpu
     private void MarkCodePage(ulong gpa) => _code.Mark(gpa);
 
     internal uint PageGeneration(ulong gpa) => _code.Generation(gpa);
+
+    /// <summary>A write reached <paramref name="gpa"/>: invalidates code decoded from its page; true if there was some.</summary>
+    internal bool NoteCodeWrite(ulong gpa) => _code.NoteWrite(gpa);
 }
