@@ -11,16 +11,25 @@ namespace SharpVisor.Machine;
 /// </summary>
 internal static class HostUsage
 {
-    /// <summary>Milliseconds since this process started, or null where the start time is unknown.</summary>
+    /// <summary>
+    /// Milliseconds since this process started, or null where the start time is unknown. The
+    /// repository's launcher (./sharpvisor) may build before it execs the VMM in the same
+    /// process; it passes the moment of the exec in SHARPVISOR_EXEC_MS (ms since the epoch),
+    /// which is used when it lies between the kernel's start time and now.
+    /// </summary>
     public static double? MsSinceProcessStart()
     {
         try
         {
             // The kernel records the start in clock ticks (10 ms on Debian), so this is ±10 ms.
             using var p = Process.GetCurrentProcess();
-            return (DateTime.Now - p.StartTime).TotalMilliseconds;
+            DateTime start = p.StartTime.ToUniversalTime(), now = DateTime.UtcNow;
+            if (long.TryParse(Environment.GetEnvironmentVariable("SHARPVISOR_EXEC_MS"), NumberStyles.None, CultureInfo.InvariantCulture, out long ms)
+                && DateTimeOffset.FromUnixTimeMilliseconds(ms).UtcDateTime is var exec && exec > start && exec <= now)
+                start = exec;
+            return (now - start).TotalMilliseconds;
         }
-        catch (Exception e) when (e is InvalidOperationException or NotSupportedException or System.ComponentModel.Win32Exception)
+        catch (Exception e) when (e is InvalidOperationException or NotSupportedException or ArgumentOutOfRangeException or System.ComponentModel.Win32Exception)
         {
             return null;
         }

@@ -8,6 +8,29 @@ namespace SharpVisor.Machine.Tests;
 /// <summary>The --stats lines on the VMM's own cost: start-up time and resident memory split by owner.</summary>
 public class HostUsageTests
 {
+    /// <summary>
+    /// ./sharpvisor may build for seconds and then exec the VMM in the same process, whose kernel
+    /// start time is then the script's: the launcher passes the exec moment, and --stats counts
+    /// from it. Here a shell waits 3 s before the exec, as a build would.
+    /// </summary>
+    [Fact]
+    public void FirstInstructionTimeCountsFromTheLaunchersExec()
+    {
+        if (!File.Exists("/proc/self/stat")) Assert.Skip("no procfs on this host");
+        string dll = Path.Combine(AppContext.BaseDirectory, "sharpvisor.dll");
+        var psi = new System.Diagnostics.ProcessStartInfo("bash") { RedirectStandardError = true, RedirectStandardInput = true };
+        foreach (var a in new[] { "-c", "sleep 3; SHARPVISOR_EXEC_MS=\"$(date +%s%3N)\" exec dotnet \"$0\" run --stats --kernel \"$1\"",
+                                  dll, GuestTests.RepoFile("guests/test/tpr.bin") })
+            psi.ArgumentList.Add(a);
+        using var p = System.Diagnostics.Process.Start(psi)!;
+        p.StandardInput.Close();
+        string stderr = p.StandardError.ReadToEnd(); // --stats goes to stderr
+        Assert.True(p.WaitForExit(120_000));
+        var first = Regex.Match(stderr, @"host: first guest instruction (\d+) ms after process start");
+        Assert.True(first.Success, stderr);
+        Assert.InRange(int.Parse(first.Groups[1].Value, CultureInfo.InvariantCulture), 0, 2_999);
+    }
+
     [Fact]
     public void StatsSplitResidentMemoryIntoGuestRamAndTheVmm()
     {
