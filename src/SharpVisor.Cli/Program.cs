@@ -234,9 +234,12 @@ public static class Program
             }
             using var machine = new Machine.Machine(config);
             var result = machine.Run(cts.Token);
-            output.Dispose(); // everything the guest wrote reaches stdout before the result line
+            // The terminal back to normal and Ctrl-C to the default first: if stdout is stalled,
+            // the flush below may wait (BufferedSerialOutput.CloseTimeout), and Ctrl-C ends it.
             raw?.Dispose();
             raw = null;
+            Console.CancelKeyPress -= onCancel;
+            output.Dispose(); // everything the guest wrote reaches stdout before the result line
             Console.Error.WriteLine($"sharpvisor: {result.Reason}");
             if (explain?.Invoke(result.ExitCode) is { } line) Console.Error.WriteLine($"sharpvisor: {line}");
             if (stats)

@@ -9,7 +9,8 @@ namespace SharpVisor.Machine;
 /// at once after a newline and otherwise within <see cref="FlushInterval"/>, so an interactive
 /// prompt appears promptly whatever it ends with. When the ring is full the byte is dropped and
 /// counted (<see cref="Dropped"/>), as a real UART overruns a receiver that does not keep up.
-/// <see cref="Dispose"/> writes out everything still buffered and flushes the stream.
+/// <see cref="Dispose"/> writes out everything still buffered and flushes the stream, unless the
+/// stream stays stalled past <see cref="CloseTimeout"/>.
 /// </summary>
 public sealed class BufferedSerialOutput : ISerialBackend, IDisposable
 {
@@ -97,8 +98,17 @@ public sealed class BufferedSerialOutput : ISerialBackend, IDisposable
         }
     }
 
-    /// <summary>Writes out what is still buffered, flushes, and stops the writer thread.</summary>
-    public void Dispose()
+    /// <summary>How long <see cref="Dispose"/> waits for a stream that stopped taking output.</summary>
+    public static readonly TimeSpan CloseTimeout = TimeSpan.FromSeconds(10);
+
+    /// <summary>
+    /// Writes out what is still buffered, flushes, and stops the writer thread, waiting at most
+    /// <see cref="CloseTimeout"/>: a stream whose reader stopped reading (a stalled pipe) must not
+    /// keep the VMM from exiting. What it did not take by then counts as dropped.
+    /// </summary>
+    public void Dispose() => Dispose(CloseTimeout);
+
+    internal void Dispose(TimeSpan wait)
     {
         lock (_gate)
         {
@@ -106,6 +116,12 @@ public sealed class BufferedSerialOutput : ISerialBackend, IDisposable
             _closing = true;
             Monitor.PulseAll(_gate);
         }
-        _writer.Join();
+        if (_writer.Join(wait)) return;
+        lock (_gate)
+        {
+            _dropped += _count;
+            _count = 0;
+            _broken = true;
+        }
     }
 }

@@ -23,16 +23,26 @@ internal static class HostUsage
         {
             // The kernel records the start in clock ticks (10 ms on Debian), so this is ±10 ms.
             using var p = Process.GetCurrentProcess();
-            DateTime start = p.StartTime.ToUniversalTime(), now = DateTime.UtcNow;
-            if (long.TryParse(Environment.GetEnvironmentVariable("SHARPVISOR_EXEC_MS"), NumberStyles.None, CultureInfo.InvariantCulture, out long ms)
-                && DateTimeOffset.FromUnixTimeMilliseconds(ms).UtcDateTime is var exec && exec > start && exec <= now)
-                start = exec;
-            return (now - start).TotalMilliseconds;
+            DateTime now = DateTime.UtcNow;
+            return (now - Start(p.StartTime.ToUniversalTime(), now, Environment.GetEnvironmentVariable("SHARPVISOR_EXEC_MS"))).TotalMilliseconds;
         }
-        catch (Exception e) when (e is InvalidOperationException or NotSupportedException or ArgumentOutOfRangeException or System.ComponentModel.Win32Exception)
+        catch (Exception e) when (e is InvalidOperationException or NotSupportedException or System.ComponentModel.Win32Exception)
         {
             return null;
         }
+    }
+
+    /// <summary>
+    /// When the VMM started: the launcher's exec moment (<paramref name="execMs"/>, ms since the
+    /// epoch) when it lies after the kernel's start time and not after now, else that start time.
+    /// </summary>
+    internal static DateTime Start(DateTime processStartUtc, DateTime nowUtc, string? execMs)
+    {
+        if (long.TryParse(execMs, NumberStyles.None, CultureInfo.InvariantCulture, out long ms)
+            && ms <= DateTimeOffset.MaxValue.ToUnixTimeMilliseconds()
+            && DateTimeOffset.FromUnixTimeMilliseconds(ms).UtcDateTime is var exec && exec > processStartUtc && exec <= nowUtc)
+            return exec;
+        return processStartUtc;
     }
 
     /// <summary>

@@ -89,8 +89,8 @@ public sealed class Machine : IDisposable
     private volatile ResetRequest? _reset;
     private readonly Stopwatch _uptime = new();
     private readonly Stopwatch _bootTime = new();
-    /// <summary>When vCPU 0 first entered the guest, in ms since process start (NaN: unknown).</summary>
-    private double? _firstInstructionMs;
+    /// <summary>When vCPU 0 first entered the guest (Stopwatch timestamp; 0: not yet).</summary>
+    private long _firstInstructionTicks;
     private int _quickTripleFaults;
     // Telemetry of earlier boots (each boot has its own buses and vCPUs), summed into --stats.
     private readonly Dictionary<string, long> _priorIoCounts = new(), _priorMmioCounts = new();
@@ -567,7 +567,8 @@ public sealed class Machine : IDisposable
                     continue;
                 }
             }
-            if (cpu == 0 && _firstInstructionMs == null) _firstInstructionMs = HostUsage.MsSinceProcessStart() ?? double.NaN;
+            // Only a timestamp here, on the way into the guest; StatisticsTable turns it into ms since process start.
+            if (cpu == 0 && _firstInstructionTicks == 0) _firstInstructionTicks = Stopwatch.GetTimestamp();
             if (_icount != null)
                 lock (_lock) SetInstructionStop(cpu);
             var reason = vcpu.Run();
@@ -907,7 +908,8 @@ public sealed class Machine : IDisposable
         for (int v = 0; v < 256; v++) if (_vectorCounts[v] > 0) sb.AppendLine($"  0x{v:x2}             {_vectorCounts[v],12}");
         if (InputDropped > 0) sb.AppendLine($"COM1 input dropped (guest not reading): {InputDropped} bytes");
         // The VMM's own cost: start-up to the first guest instruction, memory beyond guest RAM.
-        if (_firstInstructionMs is double ms && !double.IsNaN(ms))
+        if (_firstInstructionTicks != 0 && HostUsage.MsSinceProcessStart() is double sinceStart
+            && sinceStart - Stopwatch.GetElapsedTime(_firstInstructionTicks).TotalMilliseconds is var ms)
             sb.AppendLine($"host: first guest instruction {ms:F0} ms after process start");
         if (HostUsage.Resident(Memory) is var (total, guest))
             sb.AppendLine($"host: resident {total / 1048576.0:F1} MiB = guest RAM touched {guest / 1048576.0:F1} MiB + VMM {(total - guest) / 1048576.0:F1} MiB" +

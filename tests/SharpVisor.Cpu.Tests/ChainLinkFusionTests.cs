@@ -245,12 +245,14 @@ public class ChainLinkFusionTests
         {
             var top = a.CreateLabel();
             a.Label(ref top);
-            a.inc(eax); a.jmp(top);
+            a.inc(eax); a.mov(__dword_ptr[Data], eax); a.jmp(top);
         }));
         m.EnterLong64(Code);
         var ct = TestContext.Current.CancellationToken;
         var run = Task.Run(() => m.Cpu.Run(), ct);
-        await Task.Delay(50, ct);
+        // Kick once the loop is running (a kick before Run would end it at once, RAX still 0).
+        var deadline = DateTime.UtcNow.AddMinutes(1); // a hang guard only
+        while (m.Memory.Read<uint>(Data) == 0 && DateTime.UtcNow < deadline) await Task.Delay(1, ct);
         m.Cpu.Kick();
         var done = await Task.WhenAny(run, Task.Delay(TimeSpan.FromSeconds(10), ct));
         Assert.Same(run, done);

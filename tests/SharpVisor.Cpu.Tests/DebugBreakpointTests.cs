@@ -541,6 +541,7 @@ public class DebugBreakpointTests
             a.mov(rax, 0x5555);
             a.Label(ref mov);
             if (write) a.mov(dr0, rax); else a.mov(rcx, dr7);
+            if (write) a.mov(rdx, dr0);          // the write ran after the #DB
             a.Label(ref end);
             a.hlt();
             return [mov, end];
@@ -552,6 +553,7 @@ public class DebugBreakpointTests
         Assert.Equal(Rf, e.Rflags & Rf);      // fault-class #DB other than an instruction breakpoint
         var s = m.State();
         if (!write) Assert.Equal(0x400UL, s.Rcx); // DR7 with GD cleared by the #DB
+        else Assert.Equal(0x5555UL, s.Rdx);
     }
 
     [Fact]

@@ -127,6 +127,29 @@ public class Vm86Tests
         Assert.Equal(0x0444, (ushort)Frame(m, 8)); // GS
     }
 
+    /// <summary>
+    /// With a 16-bit ring-0 stack segment the frame goes to SS:SP, and ESP's upper half is the
+    /// TSS's ESP0 (loaded whole), not the interrupted program's.
+    /// </summary>
+    [Fact]
+    public void InterruptOntoASixteenBitRingZeroStackKeepsTheUpperHalfOfEsp0()
+    {
+        using var m = NewMachine();
+        const ushort Data16 = 0x28;
+        m.Memory.Write(Gdt + Data16, 0x0000_9300_0000_FFFFUL); // base 0, limit 0xFFFF, 16-bit data
+        m.Memory.Write(Tss + 4, 0x1234_0000u | Esp0);
+        m.Memory.Write(Tss + 8, (uint)Data16);
+        StartInV86(m, a => a.@int(0x20), IOPL3);
+        var s = m.State();
+        s.Gdtr = new DescriptorTableRegister { Base = Gdt, Limit = 0x2F };
+        m.Cpu.SetState(s);
+        Assert.Equal(ExitReason.Halt, m.Run());
+        Assert.Equal(0x20u, m.Memory.Read<uint>(Out));
+        Assert.Equal(Data16, m.State().Ss.Selector);
+        Assert.Equal(0x1234_0000UL | (Esp0 - 36), m.State().Rsp);
+        Assert.Equal(2u, m.Memory.Read<uint>(Esp0 - 36));  // EIP after INT 0x20, in the frame at SS:SP
+    }
+
     [Fact]
     public void InterruptFromV86ToANonRingZeroHandlerIsGpWithItsSelector()
     {

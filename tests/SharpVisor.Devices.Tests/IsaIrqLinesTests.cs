@@ -194,7 +194,8 @@ public sealed class IsaIrqLinesTests
         irq3.SetLevel(true);
         irq4.SetLevel(false);
         Assert.Equal([(4, true), (3, true), (4, false)], seen);
-        Assert.Same(lines[3], lines[3]);
+        Assert.True(lines[3].Level);   // Connect(3) and Connect(4) went to lines 3 and 4
+        Assert.False(lines[4].Level);
         Assert.Throws<ArgumentOutOfRangeException>(() => lines[16]);
 
         // Reset tells the controllers every line's level.

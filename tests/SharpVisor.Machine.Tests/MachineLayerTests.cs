@@ -56,8 +56,11 @@ public class MachineLayerTests
         MachineResult? result = null;
         var run = new Thread(() => result = m.Run(cts.Token));
         run.Start();
-        // Long enough for an unbounded queue to swallow megabytes of 'y'.
-        Thread.Sleep(1000);
+        // Until the queue is full (the deadline only guards against a hang), then long enough for
+        // an unbounded queue to swallow megabytes of 'y'.
+        var deadline = DateTime.UtcNow.AddMinutes(1);
+        while (input.BytesRead < Machine.InputQueueCapacity && DateTime.UtcNow < deadline) Thread.Sleep(10);
+        Thread.Sleep(500);
         long read = input.BytesRead;
         cts.Cancel();
         Assert.True(run.Join(TimeSpan.FromSeconds(10)), "the machine did not stop");
@@ -230,10 +233,13 @@ public class BufferedSerialOutputTests
     private sealed class SlowStream : OutputStream
     {
         public readonly ManualResetEventSlim Stall = new(true);
+        /// <summary>Set once a Write has started (and, while stalled, is waiting).</summary>
+        public readonly ManualResetEventSlim Entered = new(false);
         private readonly MemoryStream _data = new();
         public byte[] Data { get { lock (_data) return _data.ToArray(); } }
         public override void Write(byte[] buffer, int offset, int count)
         {
+            Entered.Set();
             Stall.Wait();
             lock (_data) _data.Write(buffer, offset, count);
         }
@@ -245,10 +251,9 @@ public class BufferedSerialOutputTests
         var s = new SlowStream();
         s.Stall.Reset();
         var output = new BufferedSerialOutput(s, capacity: 1024);
-        var sw = Stopwatch.StartNew();
         const int total = 100_000;
+        // The stream is stalled until Stall.Set(): a writer that blocked on it would hang here.
         for (int i = 0; i < total; i++) output.Write((byte)('a' + i % 26));
-        Assert.True(sw.Elapsed < TimeSpan.FromSeconds(5), $"writes took {sw.Elapsed}");
         Assert.True(output.Dropped >= total - 2 * 1024, $"dropped {output.Dropped}");
         s.Stall.Set();
         output.Dispose();
@@ -274,6 +279,23 @@ public class BufferedSerialOutputTests
         Assert.Equal(0, output.Dropped);
     }
 
+    /// <summary>A reader that never reads again must not keep the VMM from exiting: what is left counts as dropped.</summary>
+    [Fact]
+    public void DisposeGivesUpOnAStreamThatStaysStalled()
+    {
+        var s = new SlowStream();
+        s.Stall.Reset();
+        var output = new BufferedSerialOutput(s);
+        output.Write((byte)'\n');                           // the writer takes it and blocks in the stream
+        Assert.True(s.Entered.Wait(TimeSpan.FromMinutes(1), TestContext.Current.CancellationToken)); // a hang guard only
+        for (int i = 0; i < 100; i++) output.Write((byte)'x');
+        output.Dispose(TimeSpan.FromMilliseconds(100));      // returns although the stream never does
+        Assert.Equal(100, output.Dropped);
+        output.Write((byte)'y');                              // after Dispose: ignored
+        Assert.Equal(100, output.Dropped);
+        s.Stall.Set();
+    }
+
     [Fact]
     public void APromptWithoutNewlineAppearsWithoutDispose()
     {
@@ -281,7 +303,7 @@ public class BufferedSerialOutputTests
         using var output = new BufferedSerialOutput(s);
         foreach (var b in "login: "u8) output.Write(b);
         var sw = Stopwatch.StartNew();
-        while (s.Data.Length < 7 && sw.Elapsed < TimeSpan.FromSeconds(5)) Thread.Sleep(1);
+        while (s.Data.Length < 7 && sw.Elapsed < TimeSpan.FromMinutes(1)) Thread.Sleep(1); // a hang guard, not a timing
         Assert.Equal("login: "u8.ToArray(), s.Data);
     }
 }

@@ -6,9 +6,9 @@
 // operation folded to constants. The block loop makes one indirect call per instruction instead of
 // a switch over kinds followed by switches over size and operation inside one large method.
 //
-// Exactness: each handler is the ExecuteUop case of the same kind with the size and operation
-// made constant; the same memory primitives in the same order. Kinds without a specialized
-// handler go through ExecuteUop itself (HGeneric).
+// Exactness: these handlers are the only implementation of their kinds (PredecodedPathTests and
+// ChainLinkFusionTests compare them with the Iced path); kinds without a specialized handler go
+// through ExecuteUop (HGeneric).
 using System.Runtime.CompilerServices;
 using SharpVisor.Cpu.Decode;
 using SharpVisor.Cpu.State;
@@ -99,14 +99,7 @@ namespace SharpVisor.Cpu
                         ShiftOp.Shr => BySize(size, &HShiftRI<Size1, OpShr>, &HShiftRI<Size2, OpShr>, &HShiftRI<Size4, OpShr>, &HShiftRI<Size8, OpShr>),
                         _ => BySize(size, &HShiftRI<Size1, OpSar>, &HShiftRI<Size2, OpSar>, &HShiftRI<Size4, OpSar>, &HShiftRI<Size8, OpSar>),
                     };
-                case UopKind.Jcc:
-                    return u.Op switch
-                    {
-                        0 => &HJcc<CcO>, 1 => &HJcc<CcNo>, 2 => &HJcc<CcB>, 3 => &HJcc<CcAe>,
-                        4 => &HJcc<CcE>, 5 => &HJcc<CcNe>, 6 => &HJcc<CcBe>, 7 => &HJcc<CcA>,
-                        8 => &HJcc<CcS>, 9 => &HJcc<CcNs>, 10 => &HJcc<CcP>, 11 => &HJcc<CcNp>,
-                        12 => &HJcc<CcL>, 13 => &HJcc<CcGe>, 14 => &HJcc<CcLe>, _ => &HJcc<CcG>,
-                    };
+                case UopKind.Jcc: return ByCc<JccHandlers>(u.Op);
                 case UopKind.Jmp: return &HJmp;
                 default: return &HGeneric;
             }
@@ -114,6 +107,28 @@ namespace SharpVisor.Cpu
 
         private static Handler BySize(int size, Handler h1, Handler h2, Handler h4, Handler h8)
             => size switch { 1 => h1, 2 => h2, 4 => h4, _ => h8 };
+
+        /// <summary>A family of handlers made for each condition code (Jcc, and the fused pairs ending in one).</summary>
+        private interface ICcHandlers { static abstract Handler For<TC>() where TC : struct, ICc; }
+
+        /// <summary>The member of family <typeparamref name="TF"/> for condition code <paramref name="cc"/>: the one table of them.</summary>
+        private static Handler ByCc<TF>(int cc) where TF : struct, ICcHandlers => cc switch
+        {
+            0 => TF.For<CcO>(), 1 => TF.For<CcNo>(), 2 => TF.For<CcB>(), 3 => TF.For<CcAe>(),
+            4 => TF.For<CcE>(), 5 => TF.For<CcNe>(), 6 => TF.For<CcBe>(), 7 => TF.For<CcA>(),
+            8 => TF.For<CcS>(), 9 => TF.For<CcNs>(), 10 => TF.For<CcP>(), 11 => TF.For<CcNp>(),
+            12 => TF.For<CcL>(), 13 => TF.For<CcGe>(), 14 => TF.For<CcLe>(), _ => TF.For<CcG>(),
+        };
+
+        private struct JccHandlers : ICcHandlers { public static Handler For<TC>() where TC : struct, ICc => &HJcc<TC>; }
+        private struct FusedRR<TS, TO> : ICcHandlers where TS : struct, IOpSize where TO : struct, IAluOp
+        { public static Handler For<TC>() where TC : struct, ICc => &HFusedRR<TS, TO, TC>; }
+        private struct FusedRI<TS, TO> : ICcHandlers where TS : struct, IOpSize where TO : struct, IAluOp
+        { public static Handler For<TC>() where TC : struct, ICc => &HFusedRI<TS, TO, TC>; }
+        private struct FusedInc<TS> : ICcHandlers where TS : struct, IOpSize
+        { public static Handler For<TC>() where TC : struct, ICc => &HFusedInc<TS, TC>; }
+        private struct FusedDec<TS> : ICcHandlers where TS : struct, IOpSize
+        { public static Handler For<TC>() where TC : struct, ICc => &HFusedDec<TS, TC>; }
 
         private static Handler AluBind<TS>(UopKind form, AluOp op) where TS : struct, IOpSize => op switch
         {
@@ -139,26 +154,12 @@ namespace SharpVisor.Cpu
 
         // ------------------------------------------------------------------ register access by size type
 
+        // GetR/SetR (FastPath.cs) with the size a constant: the JIT keeps only its case.
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        private ulong Rd<TS>(int r) where TS : struct, IOpSize
-        {
-            if (TS.Bytes == 8) return GprRef(r);
-            if (TS.Bytes == 4) return (uint)GprRef(r);
-            if (TS.Bytes == 2) return (ushort)GprRef(r);
-            ulong v = GprRef(r & 15);
-            return r >= Uop.High8 ? (byte)(v >> 8) : (byte)v;
-        }
+        private ulong Rd<TS>(int r) where TS : struct, IOpSize => GetR(r, TS.Bytes);
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        private void Wr<TS>(int r, ulong value) where TS : struct, IOpSize
-        {
-            if (TS.Bytes == 8) { GprRef(r) = value; return; }
-            if (TS.Bytes == 4) { GprRef(r) = (uint)value; return; } // 32-bit writes zero-extend
-            if (TS.Bytes == 2) { ref ulong w = ref GprRef(r); w = (w & ~0xFFFFUL) | (ushort)value; return; }
-            ref ulong g = ref GprRef(r & 15);
-            if (r >= Uop.High8) g = (g & ~0xFF00UL) | ((value & 0xFF) << 8);
-            else g = (g & ~0xFFUL) | (byte)value;
-        }
+        private void Wr<TS>(int r, ulong value) where TS : struct, IOpSize => SetR(r, TS.Bytes, value);
 
         // ------------------------------------------------------------------ handlers
 
@@ -271,7 +272,7 @@ namespace SharpVisor.Cpu
             return Status.Ok;
         }
 
-        /// <summary><see cref="ShiftReg"/> with constant size and operation (count 1 to 31/63).</summary>
+        /// <summary>SHL/SHR/SAR of a register by a non-zero immediate count (Shift's first three cases), size and operation constant.</summary>
         private static Status HShiftRI<TS, TO>(SoftwareVcpu c, ref Uop u) where TS : struct, IOpSize where TO : struct, IShiftOp
         {
             int size = TS.Bytes;
@@ -363,35 +364,11 @@ namespace SharpVisor.Cpu
             _ => FuseCc<TS, OpTest>(form, cc),
         };
 
-        private static Handler FuseCc<TS, TO>(UopKind form, int cc) where TS : struct, IOpSize where TO : struct, IAluOp => cc switch
-        {
-            0 => FuseForm<TS, TO, CcO>(form), 1 => FuseForm<TS, TO, CcNo>(form),
-            2 => FuseForm<TS, TO, CcB>(form), 3 => FuseForm<TS, TO, CcAe>(form),
-            4 => FuseForm<TS, TO, CcE>(form), 5 => FuseForm<TS, TO, CcNe>(form),
-            6 => FuseForm<TS, TO, CcBe>(form), 7 => FuseForm<TS, TO, CcA>(form),
-            8 => FuseForm<TS, TO, CcS>(form), 9 => FuseForm<TS, TO, CcNs>(form),
-            10 => FuseForm<TS, TO, CcP>(form), 11 => FuseForm<TS, TO, CcNp>(form),
-            12 => FuseForm<TS, TO, CcL>(form), 13 => FuseForm<TS, TO, CcGe>(form),
-            14 => FuseForm<TS, TO, CcLe>(form), _ => FuseForm<TS, TO, CcG>(form),
-        };
+        private static Handler FuseCc<TS, TO>(UopKind form, int cc) where TS : struct, IOpSize where TO : struct, IAluOp
+            => form == UopKind.AluRR ? ByCc<FusedRR<TS, TO>>(cc) : ByCc<FusedRI<TS, TO>>(cc);
 
-        private static Handler FuseForm<TS, TO, TC>(UopKind form) where TS : struct, IOpSize where TO : struct, IAluOp where TC : struct, ICc
-            => form == UopKind.AluRR ? &HFusedRR<TS, TO, TC> : &HFusedRI<TS, TO, TC>;
-
-        private static Handler FuseIncDec<TS>(bool inc, int cc) where TS : struct, IOpSize => cc switch
-        {
-            0 => IncDecForm<TS, CcO>(inc), 1 => IncDecForm<TS, CcNo>(inc),
-            2 => IncDecForm<TS, CcB>(inc), 3 => IncDecForm<TS, CcAe>(inc),
-            4 => IncDecForm<TS, CcE>(inc), 5 => IncDecForm<TS, CcNe>(inc),
-            6 => IncDecForm<TS, CcBe>(inc), 7 => IncDecForm<TS, CcA>(inc),
-            8 => IncDecForm<TS, CcS>(inc), 9 => IncDecForm<TS, CcNs>(inc),
-            10 => IncDecForm<TS, CcP>(inc), 11 => IncDecForm<TS, CcNp>(inc),
-            12 => IncDecForm<TS, CcL>(inc), 13 => IncDecForm<TS, CcGe>(inc),
-            14 => IncDecForm<TS, CcLe>(inc), _ => IncDecForm<TS, CcG>(inc),
-        };
-
-        private static Handler IncDecForm<TS, TC>(bool inc) where TS : struct, IOpSize where TC : struct, ICc
-            => inc ? &HFusedInc<TS, TC> : &HFusedDec<TS, TC>;
+        private static Handler FuseIncDec<TS>(bool inc, int cc) where TS : struct, IOpSize
+            => inc ? ByCc<FusedInc<TS>>(cc) : ByCc<FusedDec<TS>>(cc);
 
         /// <summary>The Jcc half of a fused pair: the Jcc's Uop follows the first one in the block's array.</summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -310,59 +310,10 @@ public sealed unsafe partial class SoftwareVcpu
     [SkipLocalsInit]
     private Status ExecuteUop(ref Uop u)
     {
+        // The kinds with a specialized handler (UopHandlers.cs Bind: MOV, the ALU group, INC/DEC,
+        // LEA, shifts by an immediate, Jcc, JMP, NOP) never come here.
         switch (u.Kind)
         {
-            case UopKind.Nop:
-                return Status.Ok;
-            case UopKind.MovRR:
-                SetR(u.R0, u.Size, GetR(u.R1, u.Size));
-                return Status.Ok;
-            case UopKind.MovRI:
-                SetR(u.R0, u.Size, u.Imm);
-                return Status.Ok;
-            case UopKind.MovRM:
-            {
-                var st = Read(u.Seg, Ea(ref u), u.Size, out ulong v);
-                if (st != Status.Ok) return st;
-                SetR(u.R0, u.Size, v);
-                return Status.Ok;
-            }
-            case UopKind.MovMR:
-                return Write(u.Seg, Ea(ref u), u.Size, GetR(u.R1, u.Size));
-            case UopKind.MovMI:
-                return Write(u.Seg, Ea(ref u), u.Size, u.Imm);
-            case UopKind.AluRR:
-                return AluReg(ref u, GetR(u.R1, u.Size));
-            case UopKind.AluRI:
-                return AluReg(ref u, u.Imm);
-            case UopKind.AluRM:
-            {
-                var st = Read(u.Seg, Ea(ref u), u.Size, out ulong b);
-                if (st != Status.Ok) return st;
-                return AluReg(ref u, b);
-            }
-            case UopKind.AluMR:
-                return AluMem((AluOp)u.Op, u.Size, ref u, GetR(u.R1, u.Size));
-            case UopKind.AluMI:
-                return AluMem((AluOp)u.Op, u.Size, ref u, u.Imm);
-            case UopKind.IncR:
-            case UopKind.DecR:
-            {
-                int size = u.Size;
-                ulong a = GetR(u.R0, size);
-                bool inc = u.Kind == UopKind.IncR;
-                ulong r = (inc ? a + 1 : a - 1) & SizeMask(size);
-                // CF survives: it is moved into the flags word unless it is there already (after
-                // INC/DEC, shifts and materialized flags GetCf reads it from there).
-                if (_lfOp is > FlagOp.None and <= FlagOp.Logic)
-                    _flags = (_flags & ~Rflags.CF) | (GetCf() ? Rflags.CF : 0);
-                SetR(u.R0, size, r);
-                SetFlags(inc ? FlagOp.Inc : FlagOp.Dec, size, a, 1, r);
-                return Status.Ok;
-            }
-            case UopKind.Lea:
-                SetR(u.R0, u.Size, Ea(ref u));
-                return Status.Ok;
             case UopKind.MovzxRR:
                 SetR(u.R0, u.Size, GetR(u.R1, u.Size2));
                 return Status.Ok;
@@ -377,13 +328,6 @@ public sealed unsafe partial class SoftwareVcpu
                 SetR(u.R0, u.Size, u.Kind == UopKind.MovzxRM ? v : (ulong)SignExtend(v, u.Size2));
                 return Status.Ok;
             }
-            case UopKind.ShiftRI:
-                ShiftReg(ref u);
-                return Status.Ok;
-            case UopKind.Jcc:
-                return FastCondition(u.Op) ? Branch(u.Imm) : Status.Ok;
-            case UopKind.Jmp:
-                return Branch(u.Imm);
             case UopKind.CallRel:
             {
                 ulong target = u.Imm;
@@ -481,19 +425,10 @@ public sealed unsafe partial class SoftwareVcpu
         else if (u.Size == 4) SetR(u.R0, 4, GetR(u.R0, 4)); // 32-bit CMOVcc always zero-extends
     }
 
-    /// <summary>Alu2 with a register destination.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private Status AluReg(ref Uop u, ulong b)
-    {
-        int size = u.Size;
-        ulong a = GetR(u.R0, size);
-        ulong r = AluCompute((AluOp)u.Op, size, a, b);
-        if (u.Op < (byte)AluOp.Cmp) SetR(u.R0, size, r);
-        return Status.Ok;
-    }
-
-    /// <summary>Alu2 with a memory destination: read-modify-write (probed for write first), or read for CMP/TEST.</summary>
-    /// Also the body of the per-form handlers (UopHandlers.cs), inlined there with constant op and size.
+    /// <summary>
+    /// Alu2 with a memory destination: read-modify-write (probed for write first), or read for
+    /// CMP/TEST. The per-form handlers (UopHandlers.cs) inline it with a constant op and size.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private Status AluMem(AluOp op, int size, ref Uop u, ulong b)
     {
@@ -545,40 +480,5 @@ public sealed unsafe partial class SoftwareVcpu
                 return r;
             }
         }
-    }
-
-    /// <summary>SHL/SHR/SAR of a register by a non-zero immediate count (Shift's first three cases).</summary>
-    private void ShiftReg(ref Uop u)
-    {
-        int size = u.Size;
-        ulong a = GetR(u.R0, size);
-        int bits = size * 8;
-        ulong mask = SizeMask(size), sign = SignBit(size);
-        int c = (int)u.Imm;
-        ulong r;
-        bool cf, of;
-        switch ((ShiftOp)u.Op)
-        {
-            case ShiftOp.Shl:
-                r = c >= 64 ? 0 : (a << c) & mask;
-                cf = c <= bits && ((a >> (bits - c)) & 1) != 0;
-                of = ((r & sign) != 0) != cf;
-                break;
-            case ShiftOp.Shr:
-                r = c >= 64 ? 0 : a >> c;
-                cf = ((a >> (c - 1)) & 1) != 0;
-                of = (a & sign) != 0;
-                break;
-            default:
-            {
-                long sa = SignExtend(a, size);
-                r = (ulong)(sa >> Math.Min(c, 63)) & mask;
-                cf = ((sa >> Math.Min(c - 1, 63)) & 1) != 0;
-                of = false;
-                break;
-            }
-        }
-        SetR(u.R0, size, r);
-        SetFlagsResult(size, r, cf, of);
     }
 }

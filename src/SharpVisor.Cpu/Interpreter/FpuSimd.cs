@@ -296,16 +296,20 @@ public sealed unsafe partial class SoftwareVcpu
     /// </summary>
     internal Status CheckStateImageInRam(int seg, ulong off, int length, Access access, int alignment, string what)
     {
-        var st = Linear(seg, off, length, access == Access.Write ? Access.Write : Access.Read, out ulong lin);
+        var st = Linear(seg, off, length, access, out ulong lin);
         if (st != Status.Ok) return st;
         if (alignment > 1 && (lin & (ulong)(alignment - 1)) != 0) return GP(0);
         ulong lastPage = Wrap(lin + (ulong)length - 1) & PageMask;
         for (ulong a = lin; ; a = Wrap((a & PageMask) + 0x1000))
         {
-            st = TranslateSlow(a, access, _tlbClass, out byte* host, out ulong gpa);
-            if (st != Status.Ok) return st;
-            if (host == null && gpa != ulong.MaxValue)
-                return Unsupported($"{what} {(access == Access.Write ? "to" : "from")} MMIO");
+            // A TLB hit is RAM already (every context switch saves and restores an image: no walk).
+            if (!InDataTlb(a, access))
+            {
+                st = TranslateSlow(a, access, _tlbClass, out byte* host, out ulong gpa);
+                if (st != Status.Ok) return st;
+                if (host == null && gpa != ulong.MaxValue)
+                    return Unsupported($"{what} {(access == Access.Write ? "to" : "from")} MMIO");
+            }
             if ((a & PageMask) == lastPage) return Status.Ok;
         }
     }

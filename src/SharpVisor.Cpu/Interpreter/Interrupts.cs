@@ -91,6 +91,9 @@ public sealed unsafe partial class SoftwareVcpu
         if (!cs.Present) return Fault(Vector.NP, (uint)(sel & 0xFFFC) + ext);
         bool conforming = (cs.Type & 4) != 0;
         int size = gate32 ? 4 : 2;
+        // The new EIP is checked before anything is pushed, on every path (SDM INT pseudo-code):
+        // a bad gate offset is #GP(EXT), never a stack fault.
+        if (offset > cs.Limit) return GP(ext);
         ulong flags = GetRflags();
         if ((flags & Rflags.VM) != 0)
         {
@@ -116,18 +119,16 @@ public sealed unsafe partial class SoftwareVcpu
             st = PushOn(ssDesc, ref sp, size, _seg[Seg.CS].Selector); if (st != Status.Ok) return st;
             st = PushOn(ssDesc, ref sp, size, _rip); if (st != Status.Ok) return st;
             if (hasErr) { st = PushOn(ssDesc, ref sp, size, err); if (st != Status.Ok) return st; }
-            if (offset > cs.Limit) return GP(0);
             SetAccessed(ssAddr, ssRaw);
             ssDesc.Attributes |= 1;
             _seg[Seg.SS] = ssDesc;
-            _gpr[Gpr.Rsp] = ssDesc.DefaultBig ? sp & 0xFFFF_FFFF : (_gpr[Gpr.Rsp] & ~0xFFFFUL) | (sp & 0xFFFF);
+            _gpr[Gpr.Rsp] = NewStackPointer(ssDesc, newSp, sp);
         }
         else
         {
             ulong sp = _gpr[Gpr.Rsp];
             st = PushFrame(ref sp, size, flags, _seg[Seg.CS].Selector, _rip, hasErr, err);
             if (st != Status.Ok) return st;
-            if (offset > cs.Limit) return GP(0);
             SetSp(sp);
         }
         _flags = flags & ~(Rflags.TF | Rflags.NT | Rflags.RF | Rflags.VM | (trap ? 0 : Rflags.IF));
@@ -138,6 +139,14 @@ public sealed unsafe partial class SoftwareVcpu
         RecomputeSingleStep();
         return Status.Ok;
     }
+
+    /// <summary>
+    /// ESP after pushing a frame on the stack taken from the TSS: all of it with a 32-bit SS; with
+    /// a 16-bit SS, SP from the pushes and the upper half from the TSS's ESP, which the CPU loaded
+    /// whole (not the interrupted program's).
+    /// </summary>
+    private static ulong NewStackPointer(in SegmentRegister ss, ulong tssSp, ulong sp)
+        => ss.DefaultBig ? sp & 0xFFFF_FFFF : (tssSp & 0xFFFF_0000) | (sp & 0xFFFF);
 
     /// <summary>
     /// INTERRUPT-FROM-VIRTUAL-8086-MODE: the ring-0 SS:ESP from the TSS, the v86 segment
@@ -152,9 +161,6 @@ public sealed unsafe partial class SoftwareVcpu
         if (st != Status.Ok) return st;
         st = CheckStackSegment(newSs, 0, out var ssDesc, out ulong ssAddr, out ulong ssRaw);
         if (st != Status.Ok) return st;
-        // The new EIP is checked before anything is pushed (SDM INT pseudo-code,
-        // INTERRUPT-FROM-VIRTUAL-8086-MODE): a bad gate offset is #GP, never a stack fault.
-        if (offset > cs.Limit) return GP(ext);
         ulong sp = newSp;
         foreach (int seg in (ReadOnlySpan<int>)[Seg.GS, Seg.FS, Seg.DS, Seg.ES, Seg.SS])
         {
@@ -169,7 +175,7 @@ public sealed unsafe partial class SoftwareVcpu
         SetAccessed(ssAddr, ssRaw);
         ssDesc.Attributes |= 1;
         _seg[Seg.SS] = ssDesc;
-        _gpr[Gpr.Rsp] = ssDesc.DefaultBig ? sp & 0xFFFF_FFFF : (_gpr[Gpr.Rsp] & ~0xFFFFUL) | (sp & 0xFFFF);
+        _gpr[Gpr.Rsp] = NewStackPointer(ssDesc, newSp, sp);
         foreach (int seg in (ReadOnlySpan<int>)[Seg.ES, Seg.DS, Seg.FS, Seg.GS])
             _seg[seg] = new SegmentRegister { Attributes = SegmentRegister.AttrUnusable };
         // VM must be clear before CommitCs recomputes the mode (with it set, CPL would stay 3).

@@ -125,18 +125,6 @@ public sealed partial class SoftwareVcpu
     }
 
     /// <summary>
-    /// <see cref="Condition"/> with the commonest case inline: E/NE (ZF) after a recorded result,
-    /// the loop branch after DEC/SUB/CMP/TEST. Same answer as <see cref="GetZf"/>.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal bool FastCondition(int cc)
-    {
-        if ((cc >> 1) == 2 && _lfOp != FlagOp.None)
-            return ((_lfRes & SizeMask(_lfSize)) == 0) ^ ((cc & 1) != 0);
-        return Condition(cc);
-    }
-
-    /// <summary>
     /// <see cref="Condition"/> for a condition code known at compile time (the specialized Jcc
     /// handlers): after the commonest recorded operations (CMP/SUB, the logic group, any result
     /// for ZF and SF) the condition is computed inline, with the same formulas as the Get*

@@ -98,7 +98,7 @@ public sealed unsafe partial class SoftwareVcpu
         // but reads nothing: a translation only, so an MMIO line causes no read of a device register.
         var st = Linear(MemSeg(ref i), EffectiveAddress(ref i), 1, Access.Read, out ulong lin);
         if (st != Status.Ok) return st;
-        return TranslateSlow(lin, Access.Read, _tlbClass, out _, out _);
+        return InDataTlb(lin, Access.Read) ? Status.Ok : TranslateSlow(lin, Access.Read, _tlbClass, out _, out _);
     }
 
     private Status Hlt()

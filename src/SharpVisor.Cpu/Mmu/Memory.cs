@@ -99,6 +99,19 @@ public sealed unsafe partial class SoftwareVcpu
         return WriteLinearSlow(lin, size, value, _tlbClass);
     }
 
+    /// <summary>
+    /// Whether the page of <paramref name="lin"/> is in the read (or write) TLB for the current
+    /// privilege class: then an access there needs no page walk and reaches RAM (MMIO and watched
+    /// pages are never cached; a ROM page is in the read TLB only).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal bool InDataTlb(ulong lin, Access access)
+    {
+        int idx = (int)((lin >> 12) & (TlbSize - 1));
+        ulong tag = (lin & PageMask) | _tlbClass;
+        return access == Access.Write ? _tlbWrite[idx].Tag == tag : _tlbRead[idx].Tag == tag;
+    }
+
     /// <summary>Checks that a write would succeed (RMW instructions probe before they read).</summary>
     internal Status ProbeWrite(ulong lin, int size)
     {
